@@ -1,0 +1,1 @@
+"""Method adapters: one module (or package) per method, plus the small reference methods."""

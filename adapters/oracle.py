@@ -1,0 +1,20 @@
+"""The oracle: returns the query ground truth. It must score exactly 100 mIoU; anything else means the
+pipeline (loading, resizing, ignore handling, scoring) is broken."""
+
+from __future__ import annotations
+
+import torch
+
+from fssbench.adapter import Adapter, EpisodeBatch, SetupContext
+
+
+class OracleAdapter(Adapter):
+    description = "returns the query ground truth; proves the pipeline (must score 100 mIoU)"
+    support_annotations = frozenset({"mask", "box", "scribble", "none", "text"})
+    needs_query_ground_truth = True
+
+    def setup(self, context: SetupContext) -> None:
+        pass
+
+    def predict(self, batch: EpisodeBatch) -> torch.Tensor:
+        return batch.query_masks

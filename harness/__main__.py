@@ -1,0 +1,3 @@
+from fssbench.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""The method adapter contract.
+
+An adapter declares what it can do (tasks, support annotations), the weight files it needs and
+whether it can run with random weights; `setup` loads it on a device once per run and `predict`
+maps a batch of episodes to per-query foreground probabilities (or 0/1 masks) at the evaluation
+resolution. The harness loads data, checks predictions, scores and times; adapters only predict.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from fssbench.episodes import Episode
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    name: str  # the NAME in --weights NAME=PATH
+    expected: str  # the file or folder users pass, as its authors publish it
+    source: str  # where users get it
+    required: bool = True
+
+
+@dataclass
+class SetupContext:
+    device: torch.device
+    weights: dict[str, Path]  # the --weights the user gave, by name
+    random_init: bool
+    shot: int
+    resolution: int
+    seed: int
+    class_names: list[str]
+
+
+@dataclass
+class EpisodeBatch:
+    """B episodes at the evaluation resolution, on the run's device.
+
+    Images are float32 RGB in [0, 1]. Support masks are float32: 1 foreground, 0 background.
+    `query_masks` is set only for adapters that declare `needs_query_ground_truth` (the oracle).
+    """
+
+    episodes: list[Episode]
+    query_images: torch.Tensor  # [B, 3, H, W]
+    support_images: torch.Tensor  # [B, K, 3, H, W]
+    support_masks: torch.Tensor  # [B, K, H, W]
+    class_names: list[str]
+    query_masks: torch.Tensor | None = field(default=None)  # [B, H, W]
+
+
+class Adapter(ABC):
+    description: ClassVar[str]
+    tasks: ClassVar[frozenset[str]] = frozenset({"fss"})
+    support_annotations: ClassVar[frozenset[str]] = frozenset({"mask"})
+    weights: ClassVar[tuple[WeightSpec, ...]] = ()
+    supports_random_init: ClassVar[bool] = True
+    needs_query_ground_truth: ClassVar[bool] = False
+
+    @property
+    def backbone(self) -> str | None:
+        return None
+
+    def packaged_weights(self) -> dict[str, Path]:
+        """Weight files the adapter loads from installed packages, so their hashes are recorded."""
+        return {}
+
+    @abstractmethod
+    def setup(self, context: SetupContext) -> None: ...
+
+    @abstractmethod
+    def predict(self, batch: EpisodeBatch) -> torch.Tensor:
+        """[B, H, W] foreground probabilities in [0, 1] (or 0/1 masks); foreground where > 0.5."""

@@ -1,0 +1,95 @@
+"""The dataset reader contract: split lists, images and label maps of one benchmark dataset.
+
+Readers live in fssbench.protocols; the harness only talks to this interface. A label map keeps the
+dataset's own encoding (so it can be resized with nearest-neighbour once and cached); `foreground`
+and `ignore` turn it into the binary mask of one class and the pixels excluded from scoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from fssbench.errors import DataError
+
+IGNORE_LABEL = 255
+
+
+class DatasetReader(ABC):
+    name: ClassVar[str]
+    layout: ClassVar[str]  # the expected folder layout, shown when the data root is wrong
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(
+                f"data root {self.root} for dataset {self.name!r} does not exist. "
+                f"Expected layout:\n{self.layout}\n"
+                "Pass --data-root DIR or set FSSBENCH_DATA to the folder that holds it."
+            )
+
+    @classmethod
+    def open(cls, data_root: Path | None) -> "DatasetReader":
+        if data_root is None:
+            raise DataError(
+                f"dataset {cls.name!r} needs a data root: pass --data-root DIR or set FSSBENCH_DATA. "
+                f"Expected layout:\n{cls.layout}"
+            )
+        return cls(data_root)
+
+    @property
+    @abstractmethod
+    def class_names(self) -> list[str]:
+        """Class names indexed by the dataset's 0-based class id."""
+
+    @abstractmethod
+    def fold_classes(self, fold: int) -> list[int]:
+        """0-based class ids evaluated in `fold`, in the dataset's order."""
+
+    @abstractmethod
+    def split_list(self, split: str, fold: int) -> list[tuple[str, int]]:
+        """(image id, 0-based class id) pairs of a split list, in file order."""
+
+    @abstractmethod
+    def split_files(self, fold: int) -> list[Path]:
+        """The files a manifest for `fold` is built from (their contents key the manifest cache)."""
+
+    @abstractmethod
+    def image_path(self, image_id: str) -> Path: ...
+
+    @abstractmethod
+    def label_path(self, image_id: str) -> Path: ...
+
+    def foreground(self, label: torch.Tensor, class_id: int) -> torch.Tensor:
+        return label == class_id + 1
+
+    def ignore(self, label: torch.Tensor) -> torch.Tensor | None:
+        ignored = label == IGNORE_LABEL
+        return ignored if ignored.any() else None
+
+    def fingerprint(self) -> dict[str, str]:
+        """Facts that identify the data a result was computed on (mask source, content hash, ...)."""
+        return {}
+
+    def inside_root(self, relative: str, what: str) -> Path:
+        """`root / relative`, refusing absolute paths and `..` that would leave the data root."""
+        normalized = os.path.normpath(relative)
+        if os.path.isabs(normalized) or normalized == ".." or normalized.startswith(".." + os.sep):
+            raise DataError(f"{what} names {relative!r}, a path outside the data root {self.root}; refusing it")
+        return self.root / normalized
+
+
+def sha256_of_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            digest.update(path.read_bytes())
+        except OSError as exc:
+            raise DataError(f"cannot read split list {path}: {exc.strerror}") from None
+        digest.update(b"\0")
+    return digest.hexdigest()

@@ -1,0 +1,87 @@
+"""The episode loop of one fold: load, predict, check, score, time."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from fssbench.adapter import Adapter, EpisodeBatch
+from fssbench.episodes import Episode, Manifest
+from fssbench.errors import DataError, PredictionError
+from fssbench.loading import EpisodeLoader, LoadedEpisode
+from fssbench.metrics import EpisodeScore, FssMetricState, episode_counts
+from fssbench.timing import LatencyLog, now, synchronize
+
+
+def check_prediction(prediction: object, expected: tuple[int, ...], episodes: list[Episode], method: str) -> torch.Tensor:
+    """The adapter's output as a boolean foreground mask, or an error naming the episode."""
+    where = f"method {method!r}, episode {episodes[0].index}" + (
+        f"-{episodes[-1].index}" if len(episodes) > 1 else "")
+    if not isinstance(prediction, torch.Tensor):
+        raise PredictionError(f"{where}: predict() returned {type(prediction).__name__}, expected a torch.Tensor")
+    if tuple(prediction.shape) != expected:
+        raise PredictionError(f"{where}: prediction has shape {tuple(prediction.shape)}, expected {expected} "
+                              "(batch, height, width at the evaluation resolution)")
+    if prediction.dtype == torch.bool:
+        return prediction
+    if prediction.is_floating_point():
+        if not torch.isfinite(prediction).all():
+            raise PredictionError(f"{where}: prediction contains NaN or infinite values")
+    elif prediction.is_complex():
+        raise PredictionError(f"{where}: prediction has complex dtype {prediction.dtype}")
+    low, high = prediction.min().item(), prediction.max().item()
+    if low < 0 or high > 1:
+        raise PredictionError(f"{where}: prediction values lie in [{low:g}, {high:g}], expected foreground "
+                              "probabilities or 0/1 masks in [0, 1]")
+    return prediction > 0.5
+
+
+def make_batch(episodes: list[Episode], loaded: list[LoadedEpisode], class_names: list[str],
+               device: torch.device, with_truth: bool) -> EpisodeBatch:
+    def images(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device, non_blocking=True).float().div_(255)
+
+    return EpisodeBatch(
+        episodes=episodes,
+        query_images=images(torch.stack([item.query_image for item in loaded])),
+        support_images=images(torch.stack([item.support_images for item in loaded])),
+        support_masks=torch.stack([item.support_masks for item in loaded]).to(device).float(),
+        class_names=[class_names[episode.class_id] for episode in episodes],
+        query_masks=torch.stack([item.query_mask for item in loaded]).to(device).float() if with_truth else None,
+    )
+
+
+def run_fold(
+    method: str,
+    adapter: Adapter,
+    loader: EpisodeLoader,
+    manifest: Manifest,
+    state: FssMetricState,
+    class_names: list[str],
+    device: torch.device,
+    latencies: LatencyLog,
+    on_episode: Callable[[FssMetricState], None] = lambda state: None,
+) -> FssMetricState:
+    size = loader.size
+    for episode in manifest.episodes:
+        started = now()
+        try:
+            loaded = loader.load(episode)
+        except DataError as exc:
+            raise DataError(f"episode {episode.index} (fold {episode.fold}, class {episode.class_id}): {exc}") from None
+        batch = make_batch([episode], [loaded], class_names, device, adapter.needs_query_ground_truth)
+        synchronize(device)
+        loaded_at = now()
+        with torch.inference_mode():
+            prediction = adapter.predict(batch)
+        synchronize(device)
+        predicted_at = now()
+        mask = check_prediction(prediction, (1, size, size), [episode], method)[0]
+        truth = loaded.query_mask.to(device)
+        ignore = loaded.query_ignore.to(device) if loaded.query_ignore is not None else None
+        inter, union = episode_counts(mask, truth, ignore)
+        state.update(EpisodeScore(episode.index, episode.class_id, inter, union))
+        latencies.add(loaded_at - started, predicted_at - loaded_at, now() - predicted_at)
+        on_episode(state)
+    return state

@@ -1,0 +1,182 @@
+"""Name -> implementation lookup for methods, protocols, datasets, samplers and backbones.
+
+Built-in entries are lazy `"module:attr"` placeholders, so listing names or `fssbench --help`
+imports neither torch nor any model library. Third-party packages add methods through the entry
+point group `fssbench.adapters` (name -> "module:AdapterClass") and protocols through
+`fssbench.protocols` (name -> "module:attr", where attr is the path of a spec file or of a folder of
+spec files). A plugin that does not import is an error naming the plugin, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import threading
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from fssbench.errors import FssbenchError, UsageError
+
+BUILTIN_SPEC_DIR = Path(str(files("fssbench.protocols") / "specs"))
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    target: str  # "module:attr"
+    description: str
+    origin: str  # "built-in" or the distribution that provides the plugin
+
+
+def load_target(target: str, what: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr) if attr else module
+    except Exception as exc:  # a plugin may fail in any way while importing
+        raise FssbenchError(f"{what} could not be loaded from {target!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def unknown_name_error(kind: str, name: str, known: list[str]) -> UsageError:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return UsageError(f"unknown {kind} {name!r}.{hint} Known {kind}s: {', '.join(known)}.")
+
+
+class Registry:
+    """A thread-safe table of lazy placeholders with did-you-mean errors and entry-point plugins."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self._group = entry_point_group
+        self._entries: dict[str, Entry] = {}
+        self._loaded: dict[str, Any] = {}
+        self._plugins_scanned = entry_point_group is None
+        self._lock = threading.RLock()
+
+    def register(self, name: str, target: str, description: str, origin: str = "built-in") -> None:
+        with self._lock:
+            existing = self._entries.get(name)
+            if existing is not None and existing.target != target:
+                raise FssbenchError(
+                    f"{self.kind} {name!r} is defined twice: by {existing.origin} ({existing.target}) "
+                    f"and by {origin} ({target}); uninstall one of them"
+                )
+            self._entries[name] = Entry(name, target, description, origin)
+
+    def entries(self) -> list[Entry]:
+        self._scan_plugins()
+        return [self._entries[name] for name in sorted(self._entries)]
+
+    def names(self) -> list[str]:
+        return [entry.name for entry in self.entries()]
+
+    def entry(self, name: str) -> Entry:
+        self._scan_plugins()
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise unknown_name_error(self.kind, name, self.names()) from None
+
+    def get(self, name: str) -> Any:
+        entry = self.entry(name)
+        with self._lock:
+            if name not in self._loaded:
+                what = f"{self.kind} {name!r} ({entry.origin})"
+                self._loaded[name] = load_target(entry.target, what)
+            return self._loaded[name]
+
+    def _scan_plugins(self) -> None:
+        with self._lock:
+            if self._plugins_scanned:
+                return
+            self._plugins_scanned = True
+            for point in entry_points(group=self._group):
+                self.register(point.name, point.value, _plugin_description(point), _plugin_origin(point))
+
+
+def _plugin_origin(point: EntryPoint) -> str:
+    dist = point.dist
+    return f"plugin {dist.name} {dist.version}" if dist is not None else "plugin"
+
+
+def _plugin_description(point: EntryPoint) -> str:
+    return f"from {_plugin_origin(point)}"
+
+
+class ProtocolRegistry:
+    """Protocols are spec files: built-in ones in protocols/specs, plugins' through entry points."""
+
+    def __init__(self, spec_dirs: list[Path], entry_point_group: str = "fssbench.protocols") -> None:
+        self._spec_dirs = spec_dirs
+        self._group = entry_point_group
+        self._paths: dict[str, tuple[Path, str]] | None = None
+        self._lock = threading.RLock()
+
+    def _scan(self) -> dict[str, tuple[Path, str]]:
+        with self._lock:
+            if self._paths is None:
+                paths: dict[str, tuple[Path, str]] = {}
+                for folder in self._spec_dirs:
+                    self._add_folder(paths, folder, "built-in")
+                for point in entry_points(group=self._group):
+                    origin = _plugin_origin(point)
+                    location = Path(load_target(point.value, f"protocol plugin {point.name!r} ({origin})"))
+                    if location.is_dir():
+                        self._add_folder(paths, location, origin)
+                    elif location.is_file():
+                        self._add(paths, location, origin)
+                    else:
+                        raise FssbenchError(
+                            f"protocol plugin {point.name!r} ({origin}) points to {location}, "
+                            "which is neither a spec file nor a folder of spec files"
+                        )
+                self._paths = paths
+            return self._paths
+
+    def _add_folder(self, paths: dict[str, tuple[Path, str]], folder: Path, origin: str) -> None:
+        for path in sorted(folder.glob("*.yaml")):
+            if not path.name.startswith("_"):
+                self._add(paths, path, origin)
+
+    def _add(self, paths: dict[str, tuple[Path, str]], path: Path, origin: str) -> None:
+        name = path.stem
+        if name in paths and paths[name][0] != path:
+            raise FssbenchError(f"protocol {name!r} is defined twice: {paths[name][0]} and {path} ({origin})")
+        paths[name] = (path, origin)
+
+    def names(self) -> list[str]:
+        return sorted(self._scan())
+
+    def path(self, name: str) -> Path:
+        paths = self._scan()
+        if name not in paths:
+            raise unknown_name_error("protocol", name, sorted(paths))
+        return paths[name][0]
+
+    def get(self, name: str):
+        from fssbench.specs import load_spec
+
+        return load_spec(self.path(name))
+
+
+methods = Registry("method", "fssbench.adapters")
+methods.register("oracle", "fssbench.adapters.oracle:OracleAdapter",
+                 "returns the query ground truth; proves the pipeline (must score 100 mIoU)")
+methods.register("protonet", "fssbench.adapters.protonet:ProtoNetAdapter",
+                 "training-free prototypes + cosine similarity on ImageNet EfficientNet-Lite0 features")
+methods.register("precomputed", "fssbench.adapters.precomputed:PrecomputedAdapter",
+                 "scores prediction PNGs from a folder (one per episode index): any external method")
+
+datasets = Registry("dataset")
+datasets.register("demo", "fssbench.protocols.demo:DemoDataset",
+                  "built-in demo: 16 textured classes from scikit-image's photographs, 4 folds, generated on first use")
+
+samplers = Registry("sampler")
+samplers.register("hsnet-list", "fssbench.protocols.hsnet:sample_list_episodes",
+                  "HSNet PASCAL rules: query = list line j mod len, supports drawn from the class's lines")
+
+protocols = ProtocolRegistry([BUILTIN_SPEC_DIR])

@@ -1,0 +1,30 @@
+"""A run record as a rich table for the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "--" if value is None else f"{value:.{digits}f}"
+
+
+def run_summary(record: dict[str, Any]) -> Table:
+    title = f"{record['method']} on {record['protocol']} ({record['evaluation_resolution']}, seed {record['seed']})"
+    if record["timing_only"]:
+        title += "  [timing only: random-init weights]"
+    table = Table(title=title)
+    for column in ("fold", "mIoU", "FB-IoU", "episodes", "manifest"):
+        table.add_column(column, justify="right")
+    for result in record["results"]:
+        table.add_row(str(result["fold"]), _fmt(result["miou"]), _fmt(result["fbiou"]),
+                      str(result["episodes"]), result["manifest_sha256"][:12])
+    table.add_row("mean", _fmt(record["mean_miou"]), _fmt(record["mean_fbiou"]), "", "", style="bold")
+    timing = record["timing"]
+    table.caption = (f"compute median {_fmt(timing['compute_ms_median'])} ms/episode, "
+                     f"{_fmt(timing['episodes_per_s'], 2)} episodes/s, peak memory "
+                     f"{_fmt(timing['peak_memory_mb'], 0)} MB ({timing['memory']['kind']}), "
+                     f"{timing['warmup_episodes']} warm-up episodes excluded")
+    return table
