@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from fssbench.datasets import DatasetReader, sha256_of_files
 from fssbench.errors import UsageError
+from fssbench.files import atomic_write_text
 from fssbench.specs import ProtocolSpec, canonical_json
 
 
@@ -116,10 +115,5 @@ def _read_cached(cache_dir: Path | None, key: str) -> Manifest | None:
 def _write_cached(cache_dir: Path | None, key: str, manifest: Manifest) -> None:
     if cache_dir is None:
         return
-    path = _cache_file(cache_dir, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = json.dumps({"sha256": manifest.sha256})
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write("\n".join([header, *manifest.lines()]))
-    os.replace(tmp, path)
+    atomic_write_text(_cache_file(cache_dir, key), "\n".join([header, *manifest.lines()]))

@@ -64,7 +64,7 @@ class EpisodeLoader:
                 f"{image.size[0]}x{image.size[1]}; the label map must be one channel of the same size"
             )
         resized = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-        label = torch.from_numpy(np.ascontiguousarray(label))
+        label = torch.from_numpy(np.array(label))
         label = F.interpolate(label[None, None].float(), (self.size, self.size), mode="nearest")[0, 0]
         self.decoded += 1
         image_tensor = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).contiguous()

@@ -1,7 +1,10 @@
-"""The rich progress bar of a run, on stderr: episodes done, ETA, episodes/s and running mIoU."""
+"""Progress of a run on stderr: a rich bar (episodes done, ETA, episodes/s, running mIoU) on a
+terminal; on a log file or pipe, a plain line every tenth of a fold, so batch-job logs show it too."""
 
 from __future__ import annotations
 
+import sys
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -23,9 +26,13 @@ class _MiouColumn(ProgressColumn):
 
 @contextmanager
 def episode_progress(label: str) -> Iterator[Callable[[int, int], Callable]]:
-    """Yields `start(fold, total)`, which adds a bar and returns the per-episode callback."""
+    """Yields `start(fold, total)`, which begins a fold and returns its per-episode callback."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda fold, total: _log_lines(f"{label} fold {fold}", total)
+        return
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        _RateColumn(), _MiouColumn(), console=Console(stderr=True), transient=False)
+                        _RateColumn(), _MiouColumn(), console=console)
 
     def start(fold: int, total: int) -> Callable:
         task = progress.add_task(f"{label} fold {fold}", total=total, miou=None)
@@ -33,3 +40,18 @@ def episode_progress(label: str) -> Iterator[Callable[[int, int], Callable]]:
 
     with progress:
         yield start
+
+
+def _log_lines(label: str, total: int) -> Callable:
+    started = time.perf_counter()
+    step = max(total // 10, 1)
+
+    def on_episode(state) -> None:
+        done = len(state.records)
+        if done % step == 0 or done == total:
+            elapsed = time.perf_counter() - started
+            eta = elapsed / done * (total - done)
+            print(f"{label}: {done}/{total} episodes, {done / elapsed:.2f} ep/s, ETA {eta:.0f} s, "
+                  f"mIoU {state.miou():.1f}", file=sys.stderr, flush=True)
+
+    return on_episode

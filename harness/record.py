@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import secrets
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import PIL
 import torch
 
 import fssbench
+from fssbench.files import atomic_write_text
 
 RECORD_SCHEMA = 1
 
@@ -75,12 +74,6 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 def write_record(record: dict[str, Any], out_dir: Path) -> Path:
     """Write atomically to <out>/runs/<run_id>.json, so a crash never leaves half a record."""
-    folder = Path(out_dir) / "runs"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{record['run_id']}.json"
-    handle, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(record, out, indent=2)
-        out.write("\n")
-    os.replace(tmp, path)
+    path = Path(out_dir) / "runs" / f"{record['run_id']}.json"
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     return path

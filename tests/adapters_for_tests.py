@@ -1,0 +1,35 @@
+"""Misbehaving adapters, registered by tests to check that the harness catches them."""
+
+import torch
+
+from fssbench.adapter import Adapter, WeightSpec
+
+
+class _Base(Adapter):
+    description = "test adapter"
+
+    def setup(self, context):
+        pass
+
+
+class WrongShape(_Base):
+    def predict(self, batch):
+        return torch.zeros(1, 7, 7)
+
+
+class NaNs(_Base):
+    def predict(self, batch):
+        return torch.full(batch.query_images[:, 0].shape, float("nan"))
+
+
+class OutOfRange(_Base):
+    def predict(self, batch):
+        return batch.query_images[:, 0] * 3 - 1
+
+
+class NeedsCheckpoint(_Base):
+    weights = (WeightSpec("model", "model.safetensors", "https://example.org/model"),)
+    supports_random_init = False
+
+    def predict(self, batch):
+        return batch.query_images[:, 0] * 0

@@ -1,0 +1,78 @@
+"""Known-answer tests of the HSNet metric, worked out by hand."""
+
+import numpy as np
+import pytest
+import torch
+
+from fssbench.metrics import EpisodeScore, FssMetricState, episode_counts, vote_merge
+
+
+def masks(*rows: str) -> torch.Tensor:
+    return torch.tensor([[c == "1" for c in row] for row in rows])
+
+
+def test_counts_of_one_episode_by_hand():
+    prediction = masks("1100", "1100")
+    truth = masks("1000", "1010")
+    # fg: I = 2 (0,0),(1,0); U = 5 (0,0),(0,1),(1,0),(1,1),(1,2). bg: I = 3; U = 6
+    assert episode_counts(prediction, truth, None) == ((3, 2), (6, 5))
+
+
+def test_ignored_pixels_leave_both_prediction_and_truth():
+    prediction = masks("1100", "1100")
+    truth = masks("1000", "1010")
+    ignore = masks("0100", "0010")  # removes a false positive and a false negative
+    # remaining 6 pixels: fg I = 2, U = 3 ((0,0),(1,0),(1,1)); bg I = 3, U = 4
+    assert episode_counts(prediction, truth, ignore) == ((3, 2), (4, 3))
+
+
+def test_empty_foreground_counts_zero_and_a_class_never_seen_scores_zero():
+    empty = masks("000", "000")
+    assert episode_counts(empty, empty, None) == ((6, 0), (6, 0))
+    state = FssMetricState((3, 4))
+    state.update(EpisodeScore(0, 3, (6, 0), (6, 0)))
+    state.update(EpisodeScore(1, 4, (5, 1), (5, 1)))
+    assert state.per_class_iou() == {3: 0.0, 4: 100.0}  # 0 / max(0, 1) for class 3
+    assert state.miou() == 50.0
+
+
+def test_class_accumulated_iou_is_not_the_mean_of_episode_ious():
+    state = FssMetricState((7,))
+    state.update(EpisodeScore(0, 7, (10, 1), (11, 2)))  # episode IoU 0.5
+    state.update(EpisodeScore(1, 7, (50, 90), (60, 100)))  # episode IoU 0.9
+    assert state.miou() == pytest.approx(91 / 102 * 100)
+    assert np.mean([r.iou for r in state.records]) * 100 == pytest.approx(70.0)
+
+
+def test_fbiou_sums_over_classes_before_dividing():
+    state = FssMetricState((0, 1))
+    state.update(EpisodeScore(0, 0, (8, 2), (10, 4)))
+    state.update(EpisodeScore(1, 1, (4, 6), (5, 6)))
+    # bg: 12 / 15, fg: 8 / 10 -> mean 0.8
+    assert state.fbiou() == pytest.approx(80.0)
+    assert state.miou() == pytest.approx((2 / 4 + 6 / 6) / 2 * 100)
+
+
+def test_merge_equals_one_uninterrupted_state_bit_for_bit():
+    rng = np.random.default_rng(0)
+    scores = [EpisodeScore(i, int(rng.integers(0, 3)), tuple(rng.integers(0, 1000, 2).tolist()),
+                           tuple(rng.integers(1000, 2000, 2).tolist())) for i in range(50)]
+    whole = FssMetricState.from_records((0, 1, 2), scores)
+    merged = FssMetricState.from_records((0, 1, 2), scores[30:]).merge(FssMetricState.from_records((0, 1, 2), scores[:30]))
+    assert merged.miou() == whole.miou() and merged.fbiou() == whole.fbiou()
+    assert merged.records == whole.records
+
+
+def test_update_rejects_a_class_outside_the_fold():
+    with pytest.raises(ValueError, match="class 9"):
+        FssMetricState((0, 1)).update(EpisodeScore(0, 9, (1, 1), (1, 1)))
+
+
+def test_vote_merge_divides_by_the_maximum_vote_and_thresholds_at_half():
+    votes = torch.stack([masks("1100"), masks("1000"), masks("1010"), masks("1000")]).float()
+    # sums 4,1,1,0 -> /4 -> 1, .25, .25, 0
+    assert vote_merge(votes).tolist() == [[1.0, 0.0, 0.0, 0.0]]
+    # a maximum vote of 2 out of 5: pixels with >= 1 vote pass
+    two = torch.stack([masks("110"), masks("100"), masks("000"), masks("000"), masks("000")]).float()
+    assert vote_merge(two).tolist() == [[1.0, 1.0, 0.0]]
+    assert vote_merge(torch.zeros(3, 1, 2)).tolist() == [[0.0, 0.0]]

@@ -1,0 +1,89 @@
+"""Protocol specs: inheritance, validation errors that name file and key, stable hashes."""
+
+from pathlib import Path
+
+import pytest
+
+from fssbench import registry
+from fssbench.errors import UsageError
+from fssbench.specs import load_spec
+
+BASE = """\
+version: 1
+task: fss
+dataset: demo
+folds: [0, 1]
+sampler: {name: hsnet-list, episodes: 10, seed: 0}
+resolution: {mode: squash, size: 400}
+support: mask
+"""
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def child(name: str, extra: str = "") -> str:
+    return f"include: _base.yaml\nname: {name}\ndescription: test protocol\nshot: 1\n{extra}"
+
+
+def test_include_merges_nested_keys_and_the_child_wins(tmp_path):
+    write(tmp_path, "_base", BASE)
+    spec = load_spec(write(tmp_path, "p", child("p", "sampler: {episodes: 99}\n")))
+    assert spec.sampler == {"name": "hsnet-list", "episodes": 99, "seed": 0}
+    assert spec.folds == (0, 1) and spec.resolution.size == 400 and spec.shot == 1
+
+
+def test_hash_is_stable_ignores_the_description_and_changes_with_any_rule(tmp_path):
+    write(tmp_path, "_base", BASE)
+    first = load_spec(write(tmp_path, "p", child("p")))
+    assert load_spec(tmp_path / "p.yaml").sha256 == first.sha256
+    write(tmp_path, "p", child("p").replace("test protocol", "reworded"))
+    assert load_spec(tmp_path / "p.yaml").sha256 == first.sha256
+    write(tmp_path, "p", child("p", "resolution: {size: 512}\n"))
+    assert load_spec(tmp_path / "p.yaml").sha256 != first.sha256
+
+
+@pytest.mark.parametrize("extra, key", [
+    ("shot: 0\n", "shot"),
+    ("colour: red\n", "colour"),
+    ("sampler: {episodes: many}\n", "sampler.episodes"),
+    ("resolution: {mode: letterbox}\n", "resolution.mode"),
+    ("support: crayon\n", "support"),
+    ("folds: []\n", "folds"),
+])
+def test_invalid_values_name_the_file_and_the_key(tmp_path, extra, key):
+    write(tmp_path, "_base", BASE)
+    path = write(tmp_path, "p", child("p") + extra)
+    with pytest.raises(UsageError) as error:
+        load_spec(path)
+    assert str(path) in str(error.value) and f"'{key}'" in str(error.value)
+
+
+def test_missing_key_name_mismatch_cycle_and_bad_yaml(tmp_path):
+    write(tmp_path, "_base", BASE)
+    with pytest.raises(UsageError, match="key 'shot' is missing"):
+        load_spec(write(tmp_path, "a", child("a").replace("shot: 1\n", "")))
+    with pytest.raises(UsageError, match="must equal the file name"):
+        load_spec(write(tmp_path, "b", child("other")))
+    write(tmp_path, "_x", "include: _y.yaml\n")
+    write(tmp_path, "_y", "include: _x.yaml\n")
+    with pytest.raises(UsageError, match="cycle"):
+        load_spec(write(tmp_path, "c", "include: _x.yaml\n"))
+    with pytest.raises(UsageError, match="not valid YAML"):
+        load_spec(write(tmp_path, "d", "name: [unclosed\n"))
+    with pytest.raises(UsageError, match="does not exist"):
+        load_spec(write(tmp_path, "e", "include: _missing.yaml\n"))
+
+
+def test_yaml_tags_that_would_construct_objects_are_refused(tmp_path):
+    with pytest.raises(UsageError, match="not valid YAML"):
+        load_spec(write(tmp_path, "p", "name: !!python/object/apply:os.system ['true']\n"))
+
+
+def test_builtin_protocols_load():
+    for name in registry.protocols.names():
+        spec = registry.protocols.get(name)
+        assert spec.name == name and len(spec.sha256) == 64
