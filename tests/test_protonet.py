@@ -1,0 +1,43 @@
+"""ProtoNet on real EfficientNet-Lite features, and the backbone wrapper it uses."""
+
+import json
+
+import pytest
+import torch
+
+from fssbench.adapters.backbones import EfficientNetLiteFeatures
+from fssbench.adapters.protonet import masked_average, prototype_probabilities
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_backbone_taps_the_ends_of_the_stride_8_16_32_stages(variant):
+    backbone = EfficientNetLiteFeatures(variant, random_init=True)
+    features = backbone(torch.rand(1, 3, 128, 96))
+    assert [tuple(f.shape[-2:]) for f in features] == [(16, 12), (8, 6), (4, 3)]
+    assert [f.shape[1] for f in features] == backbone.channels
+
+
+def test_pretrained_weights_load_from_the_installed_package():
+    pretrained = EfficientNetLiteFeatures(0)
+    random = EfficientNetLiteFeatures(0, random_init=True)
+    assert not torch.equal(pretrained.stem[0].weight, random.stem[0].weight)
+
+
+def test_masked_average_and_prototype_probabilities_by_hand():
+    features = torch.zeros(1, 2, 2, 2)
+    features[0, 0, 0, :] = 1  # top row points along channel 0
+    features[0, 1, 1, :] = 1  # bottom row along channel 1
+    mask = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])
+    assert masked_average(features, mask).tolist() == [[1.0, 0.0]]
+    assert masked_average(features, 1 - mask).tolist() == [[0.0, 1.0]]
+    probability = prototype_probabilities(features, torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
+    assert (probability[0, 0] > 0.99).all() and (probability[0, 1] < 0.01).all()
+
+
+def test_protonet_is_clearly_better_than_chance_on_the_demo(cli, tmp_path):
+    result = cli("eval", "-m", "protonet", "-p", "demo-1shot", "--fold", "0", "--episodes", "24", "--json",
+                 "--out", str(tmp_path))
+    assert result.code == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["backbone"] == "efficientnet-lite0"
+    assert record["results"][0]["miou"] > 25  # predicting all foreground or all background stays below 20
