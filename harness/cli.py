@@ -9,7 +9,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -112,10 +111,10 @@ def protocols_show(name: str = typer.Argument(..., help="Protocol name.")) -> No
 def main() -> None:
     try:
         code = app(standalone_mode=False)
-    except click.ClickException as exc:
+    except typer.TyperException as exc:
         exc.show()
         code = exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         stderr.print("[yellow]interrupted[/yellow]")
         code = 130
     except FssbenchError as exc:

@@ -177,3 +177,8 @@ def test_precomputed_scores_prediction_pngs(cli, demo_reader, tmp_path):
     (folder / "0003.png").unlink()
     result = cli(*args)
     assert result.code == 1 and "episode 3: no prediction" in result.stderr
+
+
+def test_a_missing_or_unknown_option_is_a_usage_error(cli):
+    assert cli("eval", "-m", "oracle").code == 2
+    assert cli("eval", "--bogus").code == 2
