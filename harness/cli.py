@@ -4,6 +4,7 @@ commands that need them, so `fssbench --help` and `fssbench list` start instantl
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -40,6 +41,7 @@ def eval_command(
     weights: list[str] = typer.Option([], "--weights", help="NAME=PATH of a weight file or folder; repeatable."),
     random_init: bool = typer.Option(False, "--random-init", help="Random weights: a timing-only run."),
     warmup: int = typer.Option(2, min=0, help="Episodes excluded from timing statistics (still scored)."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start over instead of resuming this run's journal."),
     json_output: bool = typer.Option(False, "--json", help="Print the run record as JSON on stdout, nothing else."),
 ) -> None:
     """Evaluate a method under a protocol and write its run record."""
@@ -48,7 +50,8 @@ def eval_command(
 
     request = EvalRequest(method=method, protocol=protocol, fold=fold, data_root=data_root, out=out,
                           device=device, seed=seed, episodes=episodes, weights=weights,
-                          random_init=random_init, warmup=warmup)
+                          random_init=random_init, warmup=warmup, resume=not no_resume)
+    signal.signal(signal.SIGTERM, _interrupt)
     with episode_progress(f"{method} {protocol}") as start:
         record, path = evaluate(request, on_progress=start)
     if json_output:
@@ -108,6 +111,10 @@ def protocols_show(name: str = typer.Argument(..., help="Protocol name.")) -> No
     sys.stdout.write(json.dumps(shown, indent=2) + "\n")
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)
@@ -115,7 +122,8 @@ def main() -> None:
         exc.show()
         code = exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        stderr.print("[yellow]interrupted[/yellow]")
+        stderr.print("[yellow]interrupted[/yellow]: finished episodes are journaled; run the same command "
+                     "again to resume")
         code = 130
     except FssbenchError as exc:
         stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)

@@ -16,12 +16,15 @@ from fssbench.cache import cache_dir
 from fssbench.datasets import DatasetReader
 from fssbench.episodes import Manifest, build_manifest
 from fssbench.errors import FssbenchError, UsageError
+from fssbench.journal import Journal, run_key
 from fssbench.loading import EpisodeLoader
 from fssbench.metrics import FssMetricState
 from fssbench.record import RECORD_SCHEMA, environment, new_run_id, utc_now, write_record
 from fssbench.runner import run_fold
 from fssbench.specs import ProtocolSpec
-from fssbench.timing import LatencyLog, MemoryProbe
+from fssbench.statistics import bootstrap_interval
+from fssbench.store import STORE_NAME, ResultsStore
+from fssbench.timing import MemoryProbe, latency_summary
 from fssbench.weights import parse_weight_flags, resolve_weights, sha256_of_path
 
 
@@ -38,6 +41,7 @@ class EvalRequest:
     weights: list[str] = field(default_factory=list)
     random_init: bool = False
     warmup: int = 2
+    resume: bool = True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,11 +93,12 @@ def check_compatible(method: str, adapter_class: type[Adapter], spec: ProtocolSp
 
 
 def evaluate(request: EvalRequest, on_progress: Callable[..., Any] | None = None) -> tuple[dict[str, Any], Path]:
-    """Run the request; return the run record and where it was written.
+    """Run (or resume) the request; return the run record and where it was written.
 
-    `on_progress(fold, total)` returns a callback that receives the metric state after each episode.
-    On a failure after the run started, the record is written with status "failed" (finished folds
-    kept) before the error propagates.
+    Every scored episode is journaled under <out>/journals before the next starts; running the same
+    request again resumes from the journal unless `resume` is off. `on_progress(fold, total, done)`
+    returns a callback that receives the fold's metric state after each episode. On an error or an
+    interrupt the record is written with status "failed" or "interrupted" before it propagates.
     """
     spec = registry.protocols.get(request.protocol)
     adapter_class: type[Adapter] = registry.methods.get(request.method)
@@ -105,36 +110,66 @@ def evaluate(request: EvalRequest, on_progress: Callable[..., Any] | None = None
     reader = open_reader(spec, data_root_from(request.data_root))
     manifests = protocol_manifests(spec, reader, folds, seed, request.episodes)
 
-    record = _new_record(request, spec, reader, seed, folds, device)
     adapter = adapter_class()
     adapter.setup(SetupContext(device=device, weights=weights, random_init=request.random_init, shot=spec.shot,
                                resolution=spec.resolution.size, seed=seed, class_names=reader.class_names))
-    record["backbone"] = adapter.backbone
-    record["weights"] = "random-init" if request.random_init else {
+    weight_hashes = "random-init" if request.random_init else {
         name: sha256_of_path(path) for name, path in {**adapter.packaged_weights(), **weights}.items()}
+    record = _new_record(request, spec, reader, seed, folds, device)
+    record.update(backbone=adapter.backbone, weights=weight_hashes)
+    identity = {key: record[key] for key in ("method", "backbone", "weights", "protocol_sha256", "dataset", "seed",
+                                             "folds", "episodes_cap")}
+    journal = _open_journal(request, {**identity, "device": device.type})
+    record["run_id"] = journal.meta("run_id") or record["run_id"]
+    record["started_at"] = journal.meta("started_at") or record["started_at"]
+    journal.set_meta("run_id", record["run_id"])
+    journal.set_meta("started_at", record["started_at"])
+    record["journal"] = str(journal.path)
+    record["resumed_episodes"] = len(journal.episodes())
 
     loader = EpisodeLoader(reader, spec.resolution.size)
-    latencies = LatencyLog(warmup=request.warmup)
     memory = MemoryProbe(device)
+    session_episodes = 0
     try:
         for fold in folds:
             manifest = manifests[fold]
-            classes = reader.fold_classes(fold)
-            callback = on_progress(fold, len(manifest)) if on_progress else (lambda state: None)
-            state = run_fold(request.method, adapter, loader, manifest, FssMetricState(classes),
-                             reader.class_names, device, latencies, callback)
+            journal.bind_manifest(fold, manifest.sha256)
+            state = FssMetricState.from_records(reader.fold_classes(fold), [e.score for e in journal.episodes(fold)])
+            done = {score.index for score in state.records}
+            progress = on_progress(fold, len(manifest), len(done)) if on_progress else (lambda state: None)
+
+            def on_scored(episode, score, milliseconds, fold=fold, state=state, progress=progress):
+                nonlocal session_episodes
+                journal.add(fold, score, milliseconds, warmup=session_episodes < request.warmup)
+                session_episodes += 1
+                state.update(score)
+                progress(state)
+
+            remaining = [episode for episode in manifest.episodes if episode.index not in done]
+            run_fold(request.method, adapter, loader, remaining, reader.class_names, device, on_scored)
             record["results"].append(_fold_result(fold, manifest, state, reader.class_names))
     except (FssbenchError, KeyboardInterrupt) as exc:
         record["status"] = "failed" if isinstance(exc, FssbenchError) else "interrupted"
-        record["error"] = str(exc) or type(exc).__name__
-        _finish(record, latencies, memory, loader)
-        path = write_record(record, request.out)
+        record["error"] = str(exc) or "interrupted"
+        journaled = len(journal.episodes())
+        path = _finish(record, journal, memory, loader, request.out)
         if isinstance(exc, FssbenchError):
-            raise type(exc)(f"{exc}\n(results of finished folds were kept in {path})") from None
+            raise type(exc)(f"{exc}\n(the {journaled} episodes scored so far are journaled and the record is in "
+                            f"{path}; run the same command again to resume)") from None
+        raise
+    except BaseException:
+        journal.close()
         raise
     record["status"] = "complete"
-    _finish(record, latencies, memory, loader)
-    return record, write_record(record, request.out)
+    return record, _finish(record, journal, memory, loader, request.out)
+
+
+def _open_journal(request: EvalRequest, identity: dict[str, Any]) -> Journal:
+    path = Path(request.out) / "journals" / f"{request.method}-{request.protocol}-{run_key(identity)}.sqlite"
+    if not request.resume:
+        for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            stale.unlink(missing_ok=True)
+    return Journal(path)
 
 
 def _new_record(request: EvalRequest, spec: ProtocolSpec, reader: DatasetReader, seed: int, folds: list[int],
@@ -184,11 +219,28 @@ def _fold_result(fold: int, manifest: Manifest, state: FssMetricState, class_nam
     }
 
 
-def _finish(record: dict[str, Any], latencies: LatencyLog, memory: MemoryProbe, loader: EpisodeLoader) -> None:
+def _finish(record: dict[str, Any], journal: Journal, memory: MemoryProbe, loader: EpisodeLoader,
+            out: Path) -> Path:
+    """Complete the record from the journal (all sessions), write it and add it to the store."""
     results = record["results"]
     if results:
         record["mean_miou"] = sum(r["miou"] for r in results) / len(results)
         record["mean_fbiou"] = sum(r["fbiou"] for r in results) / len(results)
-    record["timing"] = {**latencies.summary(), "memory": memory.read(), "images_decoded": loader.decoded}
-    record["timing"]["peak_memory_mb"] = record["timing"]["memory"]["peak_memory_mb"]
+        for result in results:
+            result["miou_ci95"] = bootstrap_interval([_fold_of(result)])
+        record["mean_miou_ci95"] = bootstrap_interval([_fold_of(result) for result in results])
+    episodes = journal.episodes()
+    peak = max(memory.read(), journal.meta("memory") or {"peak_memory_mb": 0}, key=lambda m: m["peak_memory_mb"])
+    journal.set_meta("memory", peak)
+    record["timing"] = {**latency_summary([(e.latencies_ms, e.warmup) for e in episodes]), "memory": peak,
+                        "peak_memory_mb": peak["peak_memory_mb"], "images_decoded": loader.decoded}
     record["finished_at"] = utc_now()
+    path = write_record(record, out)
+    with ResultsStore(Path(out) / STORE_NAME) as store:
+        store.save(record, episodes)
+    journal.close()
+    return path
+
+
+def _fold_of(result: dict[str, Any]):
+    return tuple(int(c) for c in result["per_class_iou"]), result["episode_scores"]

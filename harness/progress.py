@@ -26,32 +26,34 @@ class _MiouColumn(ProgressColumn):
 
 @contextmanager
 def episode_progress(label: str) -> Iterator[Callable[[int, int], Callable]]:
-    """Yields `start(fold, total)`, which begins a fold and returns its per-episode callback."""
+    """Yields `start(fold, total, done)`, which begins a fold (`done` episodes already journaled) and
+    returns its per-episode callback."""
     console = Console(stderr=True)
     if not console.is_terminal:
-        yield lambda fold, total: _log_lines(f"{label} fold {fold}", total)
+        yield lambda fold, total, done: _log_lines(f"{label} fold {fold}", total, done)
         return
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         _RateColumn(), _MiouColumn(), console=console)
 
-    def start(fold: int, total: int) -> Callable:
-        task = progress.add_task(f"{label} fold {fold}", total=total, miou=None)
+    def start(fold: int, total: int, done: int) -> Callable:
+        task = progress.add_task(f"{label} fold {fold}", total=total, completed=done, miou=None)
         return lambda state: progress.update(task, advance=1, miou=state.miou())
 
     with progress:
         yield start
 
 
-def _log_lines(label: str, total: int) -> Callable:
+def _log_lines(label: str, total: int, resumed: int) -> Callable:
     started = time.perf_counter()
     step = max(total // 10, 1)
+    if resumed:
+        print(f"{label}: resuming, {resumed}/{total} episodes already journaled", file=sys.stderr, flush=True)
 
     def on_episode(state) -> None:
         done = len(state.records)
         if done % step == 0 or done == total:
-            elapsed = time.perf_counter() - started
-            eta = elapsed / done * (total - done)
-            print(f"{label}: {done}/{total} episodes, {done / elapsed:.2f} ep/s, ETA {eta:.0f} s, "
+            rate = (done - resumed) / (time.perf_counter() - started)
+            print(f"{label}: {done}/{total} episodes, {rate:.2f} ep/s, ETA {(total - done) / rate:.0f} s, "
                   f"mIoU {state.miou():.1f}", file=sys.stderr, flush=True)
 
     return on_episode

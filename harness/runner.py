@@ -7,11 +7,11 @@ from typing import Callable
 import torch
 
 from fssbench.adapter import Adapter, EpisodeBatch
-from fssbench.episodes import Episode, Manifest
+from fssbench.episodes import Episode
 from fssbench.errors import DataError, PredictionError
 from fssbench.loading import EpisodeLoader, LoadedEpisode
-from fssbench.metrics import EpisodeScore, FssMetricState, episode_counts
-from fssbench.timing import LatencyLog, now, synchronize
+from fssbench.metrics import EpisodeScore, episode_counts
+from fssbench.timing import now, synchronize
 
 
 def check_prediction(prediction: object, expected: tuple[int, ...], episodes: list[Episode], method: str) -> torch.Tensor:
@@ -56,15 +56,15 @@ def run_fold(
     method: str,
     adapter: Adapter,
     loader: EpisodeLoader,
-    manifest: Manifest,
-    state: FssMetricState,
+    episodes: list[Episode],
     class_names: list[str],
     device: torch.device,
-    latencies: LatencyLog,
-    on_episode: Callable[[FssMetricState], None] = lambda state: None,
-) -> FssMetricState:
+    on_scored: Callable[[Episode, EpisodeScore, tuple[float, float, float]], None],
+) -> None:
+    """Load, predict, check and score each episode; `on_scored` gets its score and (data, compute,
+    scoring) milliseconds, and must persist them before the next episode starts."""
     size = loader.size
-    for episode in manifest.episodes:
+    for episode in episodes:
         started = now()
         try:
             loaded = loader.load(episode)
@@ -81,7 +81,6 @@ def run_fold(
         truth = loaded.query_mask.to(device)
         ignore = loaded.query_ignore.to(device) if loaded.query_ignore is not None else None
         inter, union = episode_counts(mask, truth, ignore)
-        state.update(EpisodeScore(episode.index, episode.class_id, inter, union))
-        latencies.add(loaded_at - started, predicted_at - loaded_at, now() - predicted_at)
-        on_episode(state)
-    return state
+        score = EpisodeScore(episode.index, episode.class_id, inter, union)
+        milliseconds = tuple(1000 * t for t in (loaded_at - started, predicted_at - loaded_at, now() - predicted_at))
+        on_scored(episode, score, milliseconds)

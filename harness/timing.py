@@ -2,7 +2,7 @@
 
 Data loading, adapter compute and scoring are timed separately; on CUDA the device is synchronized
 around the adapter call only. Warm-up episodes are scored but excluded from the latency statistics
-(and counted). Statistics are medians, interquartile ranges and 95th percentiles, never means of
+(and counted; on a resumed run, the first episodes of each session). Statistics are medians, interquartile ranges and 95th percentiles, never means of
 noisy samples. Peak memory is CUDA's allocated/reserved peak on GPU, the process's peak RSS on CPU.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,30 +27,17 @@ def now() -> float:
     return time.perf_counter()
 
 
-@dataclass
-class LatencyLog:
-    warmup: int
-    seen: int = 0
-    samples: dict[str, list[float]] = field(default_factory=lambda: {phase: [] for phase in PHASES})
-
-    def add(self, data_s: float, compute_s: float, scoring_s: float, episodes: int = 1) -> None:
-        """Record one adapter call's phases (per episode when the call covered several episodes)."""
-        self.seen += episodes
-        if self.seen <= self.warmup:
-            return
-        for phase, seconds in zip(PHASES, (data_s, compute_s, scoring_s)):
-            self.samples[phase].extend([seconds * 1000 / episodes] * episodes)
-
-    def summary(self) -> dict[str, object]:
-        timed = len(self.samples["compute"])
-        result: dict[str, object] = {"warmup_episodes": min(self.seen, self.warmup), "timed_episodes": timed}
-        for phase in PHASES:
-            result[f"{phase}_ms"] = _stats(self.samples[phase])
-        result["compute_ms_median"] = result["compute_ms"]["median"]
-        total_s = sum(sum(values) for values in self.samples.values()) / 1000
-        result["episodes_per_s"] = timed / total_s if total_s > 0 else None
-        result["s_per_episode"] = total_s / timed if timed else None
-        return result
+def latency_summary(episodes: list[tuple[tuple[float, float, float], bool]]) -> dict[str, object]:
+    """Statistics over (data, compute, scoring) milliseconds of each episode, warm-up ones left out."""
+    timed = [latencies for latencies, warmup in episodes if not warmup]
+    result: dict[str, object] = {"warmup_episodes": len(episodes) - len(timed), "timed_episodes": len(timed)}
+    for position, phase in enumerate(PHASES):
+        result[f"{phase}_ms"] = _stats([latencies[position] for latencies in timed])
+    result["compute_ms_median"] = result["compute_ms"]["median"]
+    total_s = sum(sum(latencies) for latencies in timed) / 1000
+    result["episodes_per_s"] = len(timed) / total_s if total_s > 0 else None
+    result["s_per_episode"] = total_s / len(timed) if timed else None
+    return result
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:

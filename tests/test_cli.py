@@ -51,8 +51,8 @@ def test_episodes_prints_the_manifest_as_json_lines(cli):
 def test_two_identical_runs_agree_and_the_full_manifest_hash_matches_episodes(cli, tmp_path):
     args = ("eval", "-m", "protonet", "-p", "demo-1shot", "--fold", "1", "--episodes", "6", "--json",
             "--out", str(tmp_path))
-    first, second = record_of(cli(*args)), record_of(cli(*args))
-    assert first["run_id"] != second["run_id"]
+    first, second = record_of(cli(*args)), record_of(cli(*args, "--no-resume"))
+    assert first["run_id"] != second["run_id"] and second["resumed_episodes"] == 0
     for key in ("miou", "fbiou", "manifest_sha256", "per_class_iou", "episode_scores"):
         assert first["results"][0][key] == second["results"][0][key]
     assert first["weights"] == second["weights"] and len(first["weights"]["efficientnet-lite0"]) == 64
