@@ -21,11 +21,24 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Benchmark harness and leaderboard evaluator for few-shot semantic segmentation.")
 protocols_app = typer.Typer(no_args_is_help=True, help="Inspect protocol specs.")
 app.add_typer(protocols_app, name="protocols")
+runs_app = typer.Typer(no_args_is_help=True, help="Browse the results store.")
+app.add_typer(runs_app, name="runs")
 
-stdout = Console()
-stderr = Console(stderr=True)
+stdout = Console(width=None if sys.stdout.isatty() else 200)  # full tables in logs and pipes
+stderr = Console(stderr=True, soft_wrap=True)
 
 DATA_ROOT_HELP = "Folder holding the datasets (default: $FSSBENCH_DATA)."
+RESULTS_OPTION = typer.Option(Path("fssbench-results"), "--results", help="The --out folder of `fssbench eval`.")
+
+
+def open_store(results: Path):
+    from fssbench.errors import UsageError
+    from fssbench.store import STORE_NAME, ResultsStore
+
+    if not (results / STORE_NAME).is_file():
+        raise UsageError(f"no results store at {results / STORE_NAME}; run `fssbench eval --out {results}` first "
+                         "or point --results at the folder that holds one")
+    return ResultsStore(results / STORE_NAME)
 
 
 @app.command("eval")
@@ -52,8 +65,13 @@ def eval_command(
                           device=device, seed=seed, episodes=episodes, weights=weights,
                           random_init=random_init, warmup=warmup, resume=not no_resume)
     signal.signal(signal.SIGTERM, _interrupt)
-    with episode_progress(f"{method} {protocol}") as start:
-        record, path = evaluate(request, on_progress=start)
+    try:
+        with episode_progress(f"{method} {protocol}") as start:
+            record, path = evaluate(request, on_progress=start)
+    except KeyboardInterrupt:
+        stderr.print("[yellow]interrupted[/yellow]: the finished episodes are journaled; run the same command "
+                     "again to resume")
+        raise typer.Exit(130) from None
     if json_output:
         sys.stdout.write(json.dumps(record, indent=2) + "\n")
         return
@@ -111,6 +129,118 @@ def protocols_show(name: str = typer.Argument(..., help="Protocol name.")) -> No
     sys.stdout.write(json.dumps(shown, indent=2) + "\n")
 
 
+@runs_app.command("list")
+def runs_list(
+    results: Path = RESULTS_OPTION,
+    method: Optional[str] = typer.Option(None, help="Only runs of this method."),
+    protocol: Optional[str] = typer.Option(None, help="Only runs under this protocol."),
+    status: Optional[str] = typer.Option(None, help="complete, failed or interrupted."),
+) -> None:
+    """List stored runs, newest first."""
+    with open_store(results) as store:
+        runs = store.runs(method=method, protocol=protocol, status=status)
+    table = Table("run id", "method", "backbone", "protocol", "status", "mIoU", "FB-IoU", "finished")
+    for run in runs:
+        miou = "timing only" if run["timing_only"] else (f"{run['mean_miou']:.1f}" if run["mean_miou"] is not None else "--")
+        fbiou = f"{run['mean_fbiou']:.1f}" if run["mean_fbiou"] is not None and not run["timing_only"] else "--"
+        table.add_row(run["run_id"], run["method"], run["backbone"] or "-", run["protocol"], run["status"], miou,
+                      fbiou, run["finished_at"] or "--")
+    stdout.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run: str = typer.Argument(..., help="Run id (or a unique prefix)."), results: Path = RESULTS_OPTION,
+              json_output: bool = typer.Option(False, "--json", help="Print the whole record as JSON.")) -> None:
+    """Show one stored run."""
+    with open_store(results) as store:
+        record = store.record(run)
+    if json_output:
+        sys.stdout.write(json.dumps(record, indent=2) + "\n")
+        return
+    from fssbench.reports.console import run_summary
+
+    stdout.print(run_summary(record))
+
+
+@runs_app.command("export")
+def runs_export(run: str = typer.Argument(..., help="Run id (or a unique prefix)."), results: Path = RESULTS_OPTION,
+                csv: Path = typer.Option(..., "--csv", help="Where to write the per-episode CSV.")) -> None:
+    """Write a run's per-episode statistics (counts and latencies) to CSV."""
+    with open_store(results) as store:
+        frame = store.episode_frame(run)
+    frame.to_csv(csv, index=False)
+    stderr.print(f"{len(frame)} episodes written to {csv}")
+
+
+class BoardFormat(str, Enum):
+    md = "md"
+    csv = "csv"
+
+
+@app.command("leaderboard")
+def leaderboard_command(
+    protocol: list[str] = typer.Option([], "--protocol", help="Only these protocols; repeatable."),
+    format: BoardFormat = typer.Option(BoardFormat.md, "--format", help="md or csv."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of stdout."),
+    results: Path = RESULTS_OPTION,
+) -> None:
+    """Paper-style leaderboard of the stored complete runs."""
+    from fssbench.reports.leaderboard import build_tables, to_csv, to_markdown
+
+    with open_store(results) as store:
+        tables = build_tables(store.records(), protocol or None)
+    text = to_markdown(tables) if format is BoardFormat.md else to_csv(tables)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        stderr.print(f"leaderboard written to {out}")
+
+
+@app.command("compare")
+def compare_command(
+    baseline: str = typer.Argument(..., help="Baseline: a run record file or a stored run id."),
+    current: str = typer.Argument(..., help="Current: a run record file or a stored run id."),
+    max_drop: float = typer.Option(0.5, "--max-drop", min=0, help="Tolerated mIoU drop (points)."),
+    max_slowdown: Optional[float] = typer.Option(None, "--max-slowdown", min=0,
+                                                 help="Tolerated rise of median compute time, in percent."),
+    paired: bool = typer.Option(False, "--paired", help="Paired bootstrap and permutation test over episodes."),
+    json_output: bool = typer.Option(False, "--json", help="Print the verdict as JSON."),
+    results: Path = RESULTS_OPTION,
+) -> None:
+    """Regression gate: exit 0 pass, 1 regression, 2 usage error, 3 incomparable."""
+    from fssbench.errors import FssbenchError
+    from fssbench.reports.compare import compare_records, describe, incomparable
+
+    current_record = _load_run(current, results)
+    try:
+        baseline_record = _load_run(baseline, results)
+    except FssbenchError as exc:
+        verdict = incomparable(f"missing baseline: {exc}", current=current_record["run_id"])
+    else:
+        verdict = compare_records(baseline_record, current_record, max_drop, max_slowdown, paired)
+    if json_output:
+        sys.stdout.write(json.dumps(verdict.as_dict(), indent=2) + "\n")
+    else:
+        stdout.print(describe(verdict), highlight=False)
+    raise typer.Exit(verdict.exit_code)
+
+
+def _load_run(reference: str, results: Path) -> dict:
+    from fssbench.errors import UsageError
+
+    path = Path(reference)
+    if path.suffix == ".json" or path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except OSError as exc:
+            raise UsageError(f"cannot read run record {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"{path} is not a run record (invalid JSON: {exc})") from None
+    with open_store(results) as store:
+        return store.record(reference)
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -122,8 +252,7 @@ def main() -> None:
         exc.show()
         code = exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        stderr.print("[yellow]interrupted[/yellow]: finished episodes are journaled; run the same command "
-                     "again to resume")
+        stderr.print("[yellow]interrupted[/yellow]")
         code = 130
     except FssbenchError as exc:
         stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)

@@ -13,7 +13,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
+from PIL import Image
 
 from fssbench.errors import DataError
 
@@ -23,6 +25,9 @@ IGNORE_LABEL = 255
 class DatasetReader(ABC):
     name: ClassVar[str]
     layout: ClassVar[str]  # the expected folder layout, shown when the data root is wrong
+    # False where the published data has label maps of another size than their image; both are then
+    # resized to the evaluation size separately, as HSNet does
+    labels_match_images: ClassVar[bool] = True
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -64,6 +69,10 @@ class DatasetReader(ABC):
 
     @abstractmethod
     def label_path(self, image_id: str) -> Path: ...
+
+    def decode_label(self, label: Image.Image) -> np.ndarray:
+        """The label map of a decoded label file, one channel in the dataset's encoding."""
+        return np.asarray(label)
 
     def foreground(self, label: torch.Tensor, class_id: int) -> torch.Tensor:
         return label == class_id + 1

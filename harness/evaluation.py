@@ -227,8 +227,8 @@ def _finish(record: dict[str, Any], journal: Journal, memory: MemoryProbe, loade
         record["mean_miou"] = sum(r["miou"] for r in results) / len(results)
         record["mean_fbiou"] = sum(r["fbiou"] for r in results) / len(results)
         for result in results:
-            result["miou_ci95"] = bootstrap_interval([_fold_of(result)])
-        record["mean_miou_ci95"] = bootstrap_interval([_fold_of(result) for result in results])
+            result["miou_ci95"] = list(bootstrap_interval([_fold_of(result)]))
+        record["mean_miou_ci95"] = list(bootstrap_interval([_fold_of(result) for result in results]))
     episodes = journal.episodes()
     peak = max(memory.read(), journal.meta("memory") or {"peak_memory_mb": 0}, key=lambda m: m["peak_memory_mb"])
     journal.set_meta("memory", peak)

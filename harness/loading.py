@@ -57,8 +57,8 @@ class EpisodeLoader:
         image_path = self.reader.image_path(image_id)
         label_path = self.reader.label_path(image_id)
         image = _read(image_path)
-        label = np.asarray(_read(label_path))
-        if label.ndim != 2 or label.shape[::-1] != image.size:
+        label = self.reader.decode_label(_read(label_path))
+        if label.ndim != 2 or (self.reader.labels_match_images and label.shape[::-1] != image.size):
             raise DataError(
                 f"{label_path} has shape {label.shape} but its image {image_path} is "
                 f"{image.size[0]}x{image.size[1]}; the label map must be one channel of the same size"

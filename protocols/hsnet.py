@@ -8,6 +8,9 @@ exactly as HSNet calls it.
 
 from __future__ import annotations
 
+import posixpath
+from pathlib import Path
+
 import numpy as np
 
 from fssbench.datasets import DatasetReader
@@ -42,5 +45,83 @@ def sample_list_episodes(reader: DatasetReader, fold: int, shot: int, seed: int,
     for index in range(episodes):
         query, class_id = pairs[index % len(pairs)]
         supports = draw_supports(rng, by_class[class_id], query, shot)
+        manifest.append(Episode(index, fold, class_id, query, supports))
+    return manifest
+
+
+def read_list_lines(path: Path) -> list[str]:
+    """A split list's lines exactly as HSNet reads them: `f.read().split('\\n')[:-1]` in text mode.
+
+    Text mode turns '\\r\\n' into '\\n' (the published fss/test.txt has Windows line ends). HSNet drops
+    whatever follows the last newline, so a file whose last line lacks its newline loses that line
+    there; such a file is refused here rather than silently giving other episodes.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read split list {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"split list {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    *lines, tail = text.split("\n")
+    if tail:
+        raise DataError(f"split list {path}: its last line {tail!r} does not end with a newline, and HSNet's "
+                        "reader (f.read().split('\\n')[:-1]) would drop it; add the newline")
+    return lines
+
+
+def _images_by_class(pairs: list[tuple[str, int]]) -> dict[int, np.ndarray]:
+    """Each class's images in list order (arrays: `choice` would convert a list on every call)."""
+    grouped: dict[int, list[str]] = {}
+    for image, class_id in pairs:
+        grouped.setdefault(class_id, []).append(image)
+    return {class_id: np.array(images) for class_id, images in grouped.items()}
+
+
+def sample_class_episodes(reader: DatasetReader, fold: int, shot: int, seed: int, episodes: int,
+                          split: str = "val") -> list[Episode]:
+    """COCO-20i rules (HSNet's DatasetCOCO.load_frame): every episode draws
+    `class = choice(fold_class_ids, 1, replace=False)[0]`, then `query = choice(images_of_class, 1,
+    replace=False)[0]`, then its supports from the same class list."""
+    class_ids = reader.fold_classes(fold)
+    images = _images_by_class(reader.split_list(split, fold))
+    empty = [class_id for class_id in class_ids if class_id not in images]
+    if empty:
+        files = ", ".join(str(path) for path in reader.split_files(fold))
+        raise DataError(f"fold {fold} classes {empty} of dataset {reader.name!r} have no images in {files}")
+    rng = np.random.RandomState(seed)
+    manifest = []
+    for index in range(episodes):
+        class_id = int(rng.choice(class_ids, 1, replace=False)[0])
+        query = str(rng.choice(images[class_id], 1, replace=False)[0])
+        supports = draw_supports(rng, images[class_id], query, shot)
+        manifest.append(Episode(index, fold, class_id, query, supports))
+    return manifest
+
+
+FSS_IMAGE_NUMBERS = range(1, 11)  # FSS-1000 holds images 1.jpg .. 10.jpg in each class folder
+
+
+def numbered_image(folder: str, number: int) -> str:
+    """The id of image `<number>.jpg` of a class folder: HSNet's `os.path.join(folder, str(k)) + '.jpg'`."""
+    return f"{folder}/{number}.jpg"
+
+
+def sample_numbered_episodes(reader: DatasetReader, fold: int, shot: int, seed: int, episodes: int,
+                             split: str = "test") -> list[Episode]:
+    """FSS-1000 rules (HSNet's DatasetFSS.sample_episode): episode j queries image j mod len(list) of the
+    reader's list; supports repeat `k = choice(range(1, 11), 1, replace=False)[0]` and keep image k of
+    the query's folder when it is not the query. With the 2400 images of the test split and 2400
+    episodes, every image is the query exactly once, as in HSNet."""
+    queries = reader.split_list(split, fold)
+    if not queries:
+        raise DataError(f"split {split} of dataset {reader.name!r} lists no images")
+    rng = np.random.RandomState(seed)
+    manifest = []
+    for index in range(episodes):
+        query, class_id = queries[index % len(queries)]
+        folder = posixpath.dirname(query)
+        # in numeric order, so that draw i is image i + 1 as with HSNet's choice(range(1, 11))
+        candidates = [numbered_image(folder, number) for number in FSS_IMAGE_NUMBERS]
+        supports = draw_supports(rng, candidates, query, shot)
         manifest.append(Episode(index, fold, class_id, query, supports))
     return manifest

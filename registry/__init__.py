@@ -174,9 +174,21 @@ methods.register("precomputed", "fssbench.adapters.precomputed:PrecomputedAdapte
 datasets = Registry("dataset")
 datasets.register("demo", "fssbench.protocols.demo:DemoDataset",
                   "built-in demo: 16 textured classes from scikit-image's photographs, 4 folds, generated on first use")
+datasets.register("pascal", "fssbench.protocols.pascal:PascalDataset",
+                  "PASCAL-5i: 20 VOC classes in 4 folds, SBD-augmented masks, HSNet's split lists")
+datasets.register("coco", "fssbench.protocols.coco:CocoDataset",
+                  "COCO-20i, interleaved folds (fold i = classes i, i+4, ..., i+76): HSNet's pickled lists, PNG masks")
+datasets.register("coco-contiguous", "fssbench.protocols.coco:CocoContiguousDataset",
+                  "COCO-20i, contiguous folds (fold i = classes 20i..20i+19), lists derived from HSNet's val pickles")
+datasets.register("fss1000", "fssbench.protocols.fss1000:Fss1000Dataset",
+                  "FSS-1000: 240 test classes of 10 images (ids 760..999), HSNet's split lists")
 
 samplers = Registry("sampler")
 samplers.register("hsnet-list", "fssbench.protocols.hsnet:sample_list_episodes",
                   "HSNet PASCAL rules: query = list line j mod len, supports drawn from the class's lines")
+samplers.register("hsnet-coco", "fssbench.protocols.hsnet:sample_class_episodes",
+                  "HSNet COCO rules: draw a fold class, then a query and supports among its images")
+samplers.register("hsnet-fss", "fssbench.protocols.hsnet:sample_numbered_episodes",
+                  "HSNet FSS-1000 rules: every test image is a query in turn, supports drawn from images 1..10")
 
 protocols = ProtocolRegistry([BUILTIN_SPEC_DIR])

@@ -33,3 +33,16 @@ class NeedsCheckpoint(_Base):
 
     def predict(self, batch):
         return batch.query_images[:, 0] * 0
+
+
+class Flaky(_Base):
+    """An imperfect, deterministic method that can be told to be interrupted at its n-th call."""
+
+    interrupt_at: int | None = None
+    calls = 0
+
+    def predict(self, batch):
+        Flaky.calls += 1
+        if Flaky.calls == Flaky.interrupt_at:
+            raise KeyboardInterrupt
+        return (batch.query_images[:, 1] > 0.45).float()

@@ -1,0 +1,63 @@
+"""PASCAL-5i: the 20 VOC classes in 4 folds, read as HSNet reads them (PROTOCOLS.md sections 1-2).
+
+Fold i evaluates the 0-based classes 5i..5i+4. Episodes come from HSNet's split lists
+(`splits/pascal/val/fold<i>.txt`, one `<VOC id>__<1-based class, 2 digits>` line per (image, class)
+pair). Masks are the SBD-augmented `SegmentationClassAug` PNGs: pixel = class id + 1, 255 = ignore,
+which is the base reader's default encoding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fssbench.datasets import DatasetReader
+from fssbench.errors import DataError
+from fssbench.protocols.hsnet import read_list_lines
+
+CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle",
+           "bus", "car", "cat", "chair", "cow",
+           "diningtable", "dog", "horse", "motorbike", "person",
+           "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+CLASSES_PER_FOLD = 5
+
+
+def parse_pair_line(line: str, path: Path, number: int) -> tuple[str, int]:
+    """HSNet's `[data.split('__')[0], int(data.split('__')[1]) - 1]`, refusing malformed lines."""
+    image_id, separator, class_text = line.partition("__")
+    if not separator or not class_text.isdigit() or not 1 <= int(class_text) <= len(CLASSES):
+        raise DataError(f"{path}:{number}: expected '<VOC id>__<class 01..{len(CLASSES)}>', got {line!r}")
+    return image_id, int(class_text) - 1
+
+
+class PascalDataset(DatasetReader):
+    name = "pascal"
+    layout = ("  <data root>/\n"
+              "    VOC2012/JPEGImages/<id>.jpg\n"
+              "    VOC2012/SegmentationClassAug/<id>.png   (SBD-augmented: class id + 1 per pixel, 255 = ignore)\n"
+              "    splits/pascal/val/fold<i>.txt           (HSNet's data/splits/pascal: lines <id>__<class>)")
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(CLASSES)
+
+    def fold_classes(self, fold: int) -> list[int]:
+        return list(range(fold * CLASSES_PER_FOLD, (fold + 1) * CLASSES_PER_FOLD))
+
+    def split_files(self, fold: int) -> list[Path]:
+        return [self._split_path("val", fold)]
+
+    def split_list(self, split: str, fold: int) -> list[tuple[str, int]]:
+        path = self._split_path(split, fold)
+        return [parse_pair_line(line, path, number) for number, line in enumerate(read_list_lines(path), start=1)]
+
+    def image_path(self, image_id: str) -> Path:
+        return self.inside_root(f"VOC2012/JPEGImages/{image_id}.jpg", f"image id {image_id!r}")
+
+    def label_path(self, image_id: str) -> Path:
+        return self.inside_root(f"VOC2012/SegmentationClassAug/{image_id}.png", f"image id {image_id!r}")
+
+    def fingerprint(self) -> dict[str, str]:
+        return {"masks": "VOC2012/SegmentationClassAug (SBD-augmented)"}
+
+    def _split_path(self, split: str, fold: int) -> Path:
+        return self.root / "splits" / "pascal" / split / f"fold{fold}.txt"
