@@ -11,17 +11,22 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "--" if value is None else f"{value:.{digits}f}"
 
 
+def _interval(bounds: list[float] | None) -> str:
+    return "--" if not bounds else f"[{bounds[0]:.1f}, {bounds[1]:.1f}]"
+
+
 def run_summary(record: dict[str, Any]) -> Table:
     title = f"{record['method']} on {record['protocol']} ({record['evaluation_resolution']}, seed {record['seed']})"
     if record["timing_only"]:
         title += "  [timing only: random-init weights]"
     table = Table(title=title)
-    for column in ("fold", "mIoU", "FB-IoU", "episodes", "manifest"):
+    for column in ("fold", "mIoU", "95% CI", "FB-IoU", "episodes", "manifest"):
         table.add_column(column, justify="right")
     for result in record["results"]:
-        table.add_row(str(result["fold"]), _fmt(result["miou"]), _fmt(result["fbiou"]),
-                      str(result["episodes"]), result["manifest_sha256"][:12])
-    table.add_row("mean", _fmt(record["mean_miou"]), _fmt(record["mean_fbiou"]), "", "", style="bold")
+        table.add_row(str(result["fold"]), _fmt(result["miou"]), _interval(result.get("miou_ci95")),
+                      _fmt(result["fbiou"]), str(result["episodes"]), result["manifest_sha256"][:12])
+    table.add_row("mean", _fmt(record["mean_miou"]), _interval(record.get("mean_miou_ci95")),
+                  _fmt(record["mean_fbiou"]), "", "", style="bold")
     timing = record["timing"]
     table.caption = (f"compute median {_fmt(timing['compute_ms_median'])} ms/episode, "
                      f"{_fmt(timing['episodes_per_s'], 2)} episodes/s, peak memory "
