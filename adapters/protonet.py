@@ -2,7 +2,8 @@
 
 Features of EfficientNet-Lite0 at strides 8, 16 and 32 are L2-normalized per layer, brought to
 stride 8 and concatenated. Masked average pooling of each support gives a foreground and a
-background prototype; the K supports' prototypes are averaged. The query's foreground probability is
+background prototype (from the pixels the support annotation labels: all of them for masks, the
+box or scribble regions otherwise); the K supports' prototypes are averaged. The query's foreground probability is
 a softmax over its scaled cosine similarity to the two prototypes (scale 20, as PANet), upsampled
 bilinearly to the evaluation resolution.
 """
@@ -43,6 +44,7 @@ def prototype_probabilities(query: torch.Tensor, foreground: torch.Tensor, backg
 
 class ProtoNetAdapter(Adapter):
     description = "training-free prototypes + cosine similarity on ImageNet EfficientNet-Lite0 features"
+    support_annotations = frozenset({"mask", "box", "scribble"})
     variant = 0
 
     @property
@@ -63,8 +65,9 @@ class ProtoNetAdapter(Adapter):
         features = dense_features(self.features, images)
         query, support = features[:b], features[b:]
         masks = batch.support_masks.flatten(0, 1)
+        labelled_background = batch.support_labelled.flatten(0, 1) * (1 - masks)
         foreground = masked_average(support, masks).view(b, k, -1).mean(dim=1)
-        background = masked_average(support, 1 - masks).view(b, k, -1).mean(dim=1)
+        background = masked_average(support, labelled_background).view(b, k, -1).mean(dim=1)
         return query, foreground, background
 
     def predict(self, batch: EpisodeBatch) -> torch.Tensor:

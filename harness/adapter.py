@@ -41,7 +41,9 @@ class SetupContext:
 class EpisodeBatch:
     """B episodes at the evaluation resolution, on the run's device.
 
-    Images are float32 RGB in [0, 1]. Support masks are float32: 1 foreground, 0 background.
+    Images are float32 RGB in [0, 1]. Support masks are float32, 1 on annotated foreground;
+    `support_labelled` is 1 where the protocol's support annotation labels a pixel (everywhere for
+    masks; box and scribble leave pixels unlabelled; image-only and text supports label none).
     `query_masks` is set only for adapters that declare `needs_query_ground_truth` (the oracle).
     """
 
@@ -49,6 +51,8 @@ class EpisodeBatch:
     query_images: torch.Tensor  # [B, 3, H, W]
     support_images: torch.Tensor  # [B, K, 3, H, W]
     support_masks: torch.Tensor  # [B, K, H, W]
+    support_labelled: torch.Tensor  # [B, K, H, W]
+    support_annotation: str  # mask, box, scribble, none or text
     class_names: list[str]
     query_masks: torch.Tensor | None = field(default=None)  # [B, H, W]
 

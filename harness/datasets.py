@@ -70,6 +70,10 @@ class DatasetReader(ABC):
     @abstractmethod
     def label_path(self, image_id: str) -> Path: ...
 
+    def instance_path(self, image_id: str) -> Path | None:
+        """The instance map of an image (0 = no instance), for box supports; None if the dataset has none."""
+        return None
+
     def decode_label(self, label: Image.Image) -> np.ndarray:
         """The label map of a decoded label file, one channel in the dataset's encoding."""
         return np.asarray(label)

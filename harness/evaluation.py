@@ -127,7 +127,7 @@ def evaluate(request: EvalRequest, on_progress: Callable[..., Any] | None = None
     record["journal"] = str(journal.path)
     record["resumed_episodes"] = len(journal.episodes())
 
-    loader = EpisodeLoader(reader, spec.resolution.size)
+    loader = EpisodeLoader(reader, spec.resolution.size, spec.support, seed)
     memory = MemoryProbe(device)
     session_episodes = 0
     try:

@@ -18,6 +18,7 @@ from PIL import Image
 from fssbench.datasets import DatasetReader
 from fssbench.episodes import Episode
 from fssbench.errors import DataError
+from fssbench.supports import annotate, needs_instances
 
 
 @dataclass
@@ -26,7 +27,8 @@ class LoadedEpisode:
     query_mask: torch.Tensor  # [S, S] bool
     query_ignore: torch.Tensor | None  # [S, S] bool, pixels excluded from scoring
     support_images: torch.Tensor  # [K, 3, S, S] uint8
-    support_masks: torch.Tensor  # [K, S, S] bool
+    support_masks: torch.Tensor  # [K, S, S] bool: annotated foreground
+    support_labelled: torch.Tensor  # [K, S, S] bool: pixels the support annotation labels (fg or bg)
 
 
 def _read(path: Path) -> Image.Image:
@@ -41,11 +43,14 @@ def _read(path: Path) -> Image.Image:
 
 
 class EpisodeLoader:
-    def __init__(self, reader: DatasetReader, size: int) -> None:
+    def __init__(self, reader: DatasetReader, size: int, support: str = "mask", seed: int = 0) -> None:
         self.reader = reader
         self.size = size
+        self.support = support
+        self.seed = seed
         self.decoded = 0  # images decoded so far (each at most once per run)
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._instances: dict[str, torch.Tensor] = {}
 
     def image_and_label(self, image_id: str) -> tuple[torch.Tensor, torch.Tensor]:
         cached = self._cache.get(image_id)
@@ -64,24 +69,38 @@ class EpisodeLoader:
                 f"{image.size[0]}x{image.size[1]}; the label map must be one channel of the same size"
             )
         resized = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-        label = torch.from_numpy(np.array(label))
-        label = F.interpolate(label[None, None].float(), (self.size, self.size), mode="nearest")[0, 0]
         self.decoded += 1
         image_tensor = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).contiguous()
-        return image_tensor, label.to(torch.int16)
+        return image_tensor, self._resize_label(label)
+
+    def _resize_label(self, label: np.ndarray) -> torch.Tensor:
+        label = torch.from_numpy(np.array(label)).float()
+        return F.interpolate(label[None, None], (self.size, self.size), mode="nearest")[0, 0].to(torch.int16)
+
+    def instances(self, image_id: str) -> torch.Tensor:
+        if image_id not in self._instances:
+            path = self.reader.instance_path(image_id)
+            if path is None:
+                raise DataError(f"box supports need instance maps, and dataset {self.reader.name!r} has none")
+            self._instances[image_id] = self._resize_label(np.asarray(_read(path)))
+        return self._instances[image_id]
 
     def load(self, episode: Episode) -> LoadedEpisode:
         query_image, query_label = self.image_and_label(episode.query)
-        query_ignore = self.reader.ignore(query_label)
-        support_images, support_masks = [], []
-        for support in episode.supports:
+        images, masks, labelled = [], [], []
+        for position, support in enumerate(episode.supports):
             image, label = self.image_and_label(support)
-            support_images.append(image)
-            support_masks.append(self.reader.foreground(label, episode.class_id))
+            instances = self.instances(support) if needs_instances(self.support) else None
+            seed = (self.seed, episode.fold, episode.index, position)
+            mask, known = annotate(self.support, self.reader.foreground(label, episode.class_id), instances, seed)
+            images.append(image)
+            masks.append(mask)
+            labelled.append(known)
         return LoadedEpisode(
             query_image=query_image,
             query_mask=self.reader.foreground(query_label, episode.class_id),
-            query_ignore=query_ignore,
-            support_images=torch.stack(support_images),
-            support_masks=torch.stack(support_masks),
+            query_ignore=self.reader.ignore(query_label),
+            support_images=torch.stack(images),
+            support_masks=torch.stack(masks),
+            support_labelled=torch.stack(labelled),
         )

@@ -38,7 +38,7 @@ def check_prediction(prediction: object, expected: tuple[int, ...], episodes: li
 
 
 def make_batch(episodes: list[Episode], loaded: list[LoadedEpisode], class_names: list[str],
-               device: torch.device, with_truth: bool) -> EpisodeBatch:
+               device: torch.device, with_truth: bool, support_annotation: str = "mask") -> EpisodeBatch:
     def images(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(device, non_blocking=True).float().div_(255)
 
@@ -47,6 +47,8 @@ def make_batch(episodes: list[Episode], loaded: list[LoadedEpisode], class_names
         query_images=images(torch.stack([item.query_image for item in loaded])),
         support_images=images(torch.stack([item.support_images for item in loaded])),
         support_masks=torch.stack([item.support_masks for item in loaded]).to(device).float(),
+        support_labelled=torch.stack([item.support_labelled for item in loaded]).to(device).float(),
+        support_annotation=support_annotation,
         class_names=[class_names[episode.class_id] for episode in episodes],
         query_masks=torch.stack([item.query_mask for item in loaded]).to(device).float() if with_truth else None,
     )
@@ -70,7 +72,8 @@ def run_fold(
             loaded = loader.load(episode)
         except DataError as exc:
             raise DataError(f"episode {episode.index} (fold {episode.fold}, class {episode.class_id}): {exc}") from None
-        batch = make_batch([episode], [loaded], class_names, device, adapter.needs_query_ground_truth)
+        batch = make_batch([episode], [loaded], class_names, device, adapter.needs_query_ground_truth,
+                           loader.support)
         synchronize(device)
         loaded_at = now()
         with torch.inference_mode():

@@ -18,7 +18,7 @@ import yaml
 
 from fssbench.errors import UsageError
 
-SUPPORT_ANNOTATIONS = ("mask",)  # box, scribble, none and text arrive with the weak-support protocols
+SUPPORT_ANNOTATIONS = ("mask", "box", "scribble", "none", "text")
 TASKS = ("fss", "gfss")
 RESOLUTION_MODES = ("squash",)
 

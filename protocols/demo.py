@@ -222,6 +222,10 @@ class DemoDataset(DatasetReader):
     def label_path(self, image_id: str) -> Path:
         return self.inside_root(f"labels/{image_id}.png", f"image id {image_id!r}")
 
+    def instance_path(self, image_id: str) -> Path:
+        """Each class appears once per image, so the label map doubles as the instance map."""
+        return self.label_path(image_id)
+
     def fingerprint(self) -> dict[str, str]:
         info = json.loads((self.root / "DATASET.json").read_text())
         return {"version": str(info["version"]), "content_sha256": info["content_sha256"]}

@@ -56,6 +56,10 @@ class PascalDataset(DatasetReader):
     def label_path(self, image_id: str) -> Path:
         return self.inside_root(f"VOC2012/SegmentationClassAug/{image_id}.png", f"image id {image_id!r}")
 
+    def instance_path(self, image_id: str) -> Path:
+        """VOC's instance maps (only VOC2012's segmentation images have them; SBD-only images do not)."""
+        return self.inside_root(f"VOC2012/SegmentationObject/{image_id}.png", f"image id {image_id!r}")
+
     def fingerprint(self) -> dict[str, str]:
         return {"masks": "VOC2012/SegmentationClassAug (SBD-augmented)"}
 
