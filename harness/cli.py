@@ -55,6 +55,8 @@ def eval_command(
     random_init: bool = typer.Option(False, "--random-init", help="Random weights: a timing-only run."),
     warmup: int = typer.Option(2, min=0, help="Episodes excluded from timing statistics (still scored)."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Start over instead of resuming this run's journal."),
+    eval_size: Optional[int] = typer.Option(None, "--eval-size", min=8,
+                                            help="Evaluate at NxN instead of the protocol's resolution (recorded)."),
     json_output: bool = typer.Option(False, "--json", help="Print the run record as JSON on stdout, nothing else."),
 ) -> None:
     """Evaluate a method under a protocol and write its run record."""
@@ -63,7 +65,8 @@ def eval_command(
 
     request = EvalRequest(method=method, protocol=protocol, fold=fold, data_root=data_root, out=out,
                           device=device, seed=seed, episodes=episodes, weights=weights,
-                          random_init=random_init, warmup=warmup, resume=not no_resume)
+                          random_init=random_init, warmup=warmup, resume=not no_resume,
+                          eval_size=eval_size)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with episode_progress(f"{method} {protocol}") as start:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +21,7 @@ from fssbench.loading import EpisodeLoader
 from fssbench.metrics import FssMetricState
 from fssbench.record import RECORD_SCHEMA, environment, new_run_id, utc_now, write_record
 from fssbench.runner import run_fold
-from fssbench.specs import ProtocolSpec
+from fssbench.specs import ProtocolSpec, Resolution
 from fssbench.statistics import bootstrap_interval
 from fssbench.store import STORE_NAME, ResultsStore
 from fssbench.timing import MemoryProbe, latency_summary
@@ -42,6 +42,7 @@ class EvalRequest:
     random_init: bool = False
     warmup: int = 2
     resume: bool = True
+    eval_size: int | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -101,6 +102,8 @@ def evaluate(request: EvalRequest, on_progress: Callable[..., Any] | None = None
     interrupt the record is written with status "failed" or "interrupted" before it propagates.
     """
     spec = registry.protocols.get(request.protocol)
+    if request.eval_size is not None:
+        spec = replace(spec, resolution=Resolution(spec.resolution.mode, request.eval_size))
     adapter_class: type[Adapter] = registry.methods.get(request.method)
     check_compatible(request.method, adapter_class, spec)
     weights = resolve_weights(request.method, adapter_class, parse_weight_flags(request.weights), request.random_init)
@@ -118,7 +121,7 @@ def evaluate(request: EvalRequest, on_progress: Callable[..., Any] | None = None
     record = _new_record(request, spec, reader, seed, folds, device)
     record.update(backbone=adapter.backbone, weights=weight_hashes)
     identity = {key: record[key] for key in ("method", "backbone", "weights", "protocol_sha256", "dataset", "seed",
-                                             "folds", "episodes_cap")}
+                                             "folds", "episodes_cap", "evaluation_resolution")}
     journal = _open_journal(request, {**identity, "device": device.type})
     record["run_id"] = journal.meta("run_id") or record["run_id"]
     record["started_at"] = journal.meta("started_at") or record["started_at"]
@@ -191,6 +194,7 @@ def _new_record(request: EvalRequest, spec: ProtocolSpec, reader: DatasetReader,
         "seed": seed,
         "folds": folds,
         "evaluation_resolution": spec.resolution.describe(),
+        "resolution_override": request.eval_size,
         "support_annotation": spec.support,
         "episodes_cap": request.episodes,
         "warmup": request.warmup,

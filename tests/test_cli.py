@@ -182,3 +182,13 @@ def test_precomputed_scores_prediction_pngs(cli, demo_reader, tmp_path):
 def test_a_missing_or_unknown_option_is_a_usage_error(cli):
     assert cli("eval", "-m", "oracle").code == 2
     assert cli("eval", "--bogus").code == 2
+
+
+def test_eval_size_overrides_the_resolution_and_is_recorded(cli, tmp_path):
+    record = record_of(cli("eval", "-m", "oracle", "-p", "demo-1shot", "--fold", "0", "--episodes", "3",
+                           "--eval-size", "128", "--json", "--out", str(tmp_path)))
+    assert record["evaluation_resolution"] == "128x128 (squash)" and record["resolution_override"] == 128
+    assert record["results"][0]["miou"] > 0
+    default = record_of(cli("eval", "-m", "oracle", "-p", "demo-1shot", "--fold", "0", "--episodes", "3", "--json",
+                            "--out", str(tmp_path)))
+    assert default["run_id"] != record["run_id"] and default["resolution_override"] is None
