@@ -23,6 +23,8 @@ protocols_app = typer.Typer(no_args_is_help=True, help="Inspect protocol specs."
 app.add_typer(protocols_app, name="protocols")
 runs_app = typer.Typer(no_args_is_help=True, help="Browse the results store.")
 app.add_typer(runs_app, name="runs")
+data_app = typer.Typer(no_args_is_help=True, help="Check datasets on disk.")
+app.add_typer(data_app, name="data")
 
 stdout = Console(width=None if sys.stdout.isatty() else 200)  # full tables in logs and pipes
 stderr = Console(stderr=True, soft_wrap=True)
@@ -130,6 +132,22 @@ def protocols_show(name: str = typer.Argument(..., help="Protocol name.")) -> No
     shown = {"name": spec.name, "version": spec.version, "source": str(spec.source), "sha256": spec.sha256,
              "spec": spec.resolved}
     sys.stdout.write(json.dumps(shown, indent=2) + "\n")
+
+
+@data_app.command("check")
+def data_check(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name (fssbench list datasets)."),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+) -> None:
+    """Check a dataset's layout, counts and files; exit 1 on any problem."""
+    from fssbench.evaluation import data_root_from
+    from fssbench.progress import file_progress
+    from fssbench.protocols.datacheck import check_dataset
+
+    with file_progress(f"checking {dataset}") as on_file:
+        report = check_dataset(dataset, data_root_from(data_root), on_file)
+    stdout.print(report.summary(), highlight=False)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @runs_app.command("list")

@@ -57,3 +57,16 @@ def _log_lines(label: str, total: int, resumed: int) -> Callable:
                   f"mIoU {state.miou():.1f}", file=sys.stderr, flush=True)
 
     return on_episode
+
+
+@contextmanager
+def file_progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """Yields `on_file(done, total)` that drives a bar (on a terminal) while files are checked."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)

@@ -125,3 +125,43 @@ def sample_numbered_episodes(reader: DatasetReader, fold: int, shot: int, seed: 
         supports = draw_supports(rng, candidates, query, shot)
         manifest.append(Episode(index, fold, class_id, query, supports))
     return manifest
+
+
+def sample_round_robin_episodes(reader: DatasetReader, fold: int, shot: int, seed: int, episodes: int,
+                                split: str = "test") -> list[Episode]:
+    """PATNet's cross-domain rules (data/deepglobe.py, isic.py, lung.py: sample_episode), which Matcher's
+    LVIS-92i loader (data/lvis.py: __getitem__ and load_frame) repeats: episode j takes the fold's class
+    j mod n, then `query = choice(images_of_class, 1, replace=False)[0]`, then its supports from the
+    same class list as HSNet draws them."""
+    class_ids = reader.fold_classes(fold)
+    if not class_ids:
+        raise DataError(f"fold {fold} of dataset {reader.name!r} under {reader.root} has no classes; "
+                        f"check the data with `fssbench data check --dataset {reader.name}`")
+    images = _images_by_class(reader.split_list(split, fold))
+    empty = [class_id for class_id in class_ids if class_id not in images]
+    if empty:
+        names = ", ".join(reader.class_names[class_id] for class_id in empty)
+        raise DataError(f"dataset {reader.name!r} has no {split} images of classes {names} (fold {fold}) under "
+                        f"{reader.root}; check the layout with `fssbench data check --dataset {reader.name}`")
+    rng = np.random.RandomState(seed)
+    manifest = []
+    for index in range(episodes):
+        class_id = class_ids[index % len(class_ids)]
+        query = str(rng.choice(images[class_id], 1, replace=False)[0])
+        supports = draw_supports(rng, images[class_id], query, shot)
+        manifest.append(Episode(index, fold, class_id, query, supports))
+    return manifest
+
+
+def sample_each_entry_episodes(reader: DatasetReader, fold: int, shot: int, seed: int, episodes: int,
+                               split: str = "val") -> list[Episode]:
+    """GF-SAM's iSAID-5i rules (data/isaid.py: a DatasetPASCAL whose __len__ is len(img_metadata)): one
+    episode per line of the fold's list, in file order, supports drawn as for PASCAL-5i. Fold lists
+    differ in length, so the spec's `episodes` is the most a fold may have; a longer list is refused
+    rather than cut short."""
+    entries = len(reader.split_list(split, fold))
+    if entries > episodes:
+        files = ", ".join(str(path) for path in reader.split_files(fold))
+        raise DataError(f"{files} lists {entries} entries, more than the {episodes} episodes the protocol allows "
+                        "for a fold; use the published split lists")
+    return sample_list_episodes(reader, fold, shot, seed, entries, split)

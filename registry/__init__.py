@@ -182,6 +182,18 @@ datasets.register("coco-contiguous", "fssbench.protocols.coco:CocoContiguousData
                   "COCO-20i, contiguous folds (fold i = classes 20i..20i+19), lists derived from HSNet's val pickles")
 datasets.register("fss1000", "fssbench.protocols.fss1000:Fss1000Dataset",
                   "FSS-1000: 240 test classes of 10 images (ids 760..999), HSNet's split lists")
+datasets.register("deepglobe", "fssbench.protocols.deepglobe:DeepglobeDataset",
+                  "Deepglobe land cover: PATNet's 408x408 tiles in 6 class folders (cross-domain)")
+datasets.register("isic", "fssbench.protocols.isic:IsicDataset",
+                  "ISIC2018 task 1: 3 lesion classes from PATNet's class_id.csv (cross-domain)")
+datasets.register("chestxray", "fssbench.protocols.chestxray:ChestXrayDataset",
+                  "Chest X-ray lung masks (Kaggle 'Lung Segmentation'), 1 class (cross-domain)")
+datasets.register("lvis92i-1shot", "fssbench.protocols.lvis:Lvis92iOneShot",
+                  "LVIS-92i with Matcher's 1-shot fold lists (classes with more than 1 image), 10 folds")
+datasets.register("lvis92i-5shot", "fssbench.protocols.lvis:Lvis92iFiveShot",
+                  "LVIS-92i with Matcher's 5-shot fold lists (classes with more than 5 images), 10 folds")
+datasets.register("isaid", "fssbench.protocols.isaid:IsaidDataset",
+                  "iSAID-5i: 15 aerial classes in 3 folds, GF-SAM's patches and split lists")
 
 samplers = Registry("sampler")
 samplers.register("hsnet-list", "fssbench.protocols.hsnet:sample_list_episodes",
@@ -190,5 +202,11 @@ samplers.register("hsnet-coco", "fssbench.protocols.hsnet:sample_class_episodes"
                   "HSNet COCO rules: draw a fold class, then a query and supports among its images")
 samplers.register("hsnet-fss", "fssbench.protocols.hsnet:sample_numbered_episodes",
                   "HSNet FSS-1000 rules: every test image is a query in turn, supports drawn from images 1..10")
+samplers.register("patnet", "fssbench.protocols.hsnet:sample_round_robin_episodes",
+                  "PATNet cross-domain rules: episode j takes class j mod n, then a random query and supports")
+samplers.register("matcher-lvis", "fssbench.protocols.lvis:sample_lvis_episodes",
+                  "Matcher LVIS-92i rules: PATNet's round robin over the fold classes of the dataset's shot")
+samplers.register("gfsam-list", "fssbench.protocols.hsnet:sample_each_entry_episodes",
+                  "GF-SAM iSAID-5i rules: one episode per list line, supports drawn from the class's lines")
 
 protocols = ProtocolRegistry([BUILTIN_SPEC_DIR])
