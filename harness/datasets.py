@@ -97,6 +97,23 @@ class DatasetReader(ABC):
         return self.root / normalized
 
 
+class GreyMaskReader(DatasetReader):
+    """Masks as many FSS datasets ship them (FSS-1000 and PATNet's cross-domain sets): any image read
+    as grey, foreground where >= 128, nothing ignored, resized apart from its image (as HSNet and PATNet
+    do, which some published masks of another size than their image need)."""
+
+    labels_match_images = False
+
+    def decode_label(self, label: Image.Image) -> np.ndarray:
+        return np.asarray(label.convert("L"))
+
+    def foreground(self, label: torch.Tensor, class_id: int) -> torch.Tensor:
+        return label >= 128
+
+    def ignore(self, label: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+
 def sha256_of_files(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in paths:

@@ -15,32 +15,16 @@ import hashlib
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-
 from fssbench.cache import cache_dir
-from fssbench.datasets import DatasetReader
+from fssbench.datasets import GreyMaskReader
 from fssbench.errors import DataError
 from fssbench.files import atomic_write_text
 
 TEST_SPLIT = "test"
-FOREGROUND_THRESHOLD = 128
 
 
-class PatnetMaskReader(DatasetReader):
-    """Grey masks binarized at 128, no ignore label, image and mask resized apart (PATNet's read_mask)."""
-
-    labels_match_images = False
-
-    def decode_label(self, label: Image.Image) -> np.ndarray:
-        return np.asarray(label.convert("L"))
-
-    def foreground(self, label: torch.Tensor, class_id: int) -> torch.Tensor:
-        return label >= FOREGROUND_THRESHOLD
-
-    def ignore(self, label: torch.Tensor) -> torch.Tensor | None:
-        return None
+class PatnetMaskReader(GreyMaskReader):
+    """PATNet's read_mask: grey masks binarized at 128, no ignore label, image and mask resized apart."""
 
     def fold_classes(self, fold: int) -> list[int]:
         """Every class: these datasets have a single fold."""

@@ -13,23 +13,18 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-import torch
-from PIL import Image
-
-from fssbench.datasets import DatasetReader
+from fssbench.datasets import GreyMaskReader
 from fssbench.errors import DataError
 from fssbench.protocols.hsnet import FSS_IMAGE_NUMBERS, numbered_image, read_list_lines
 
 SPLIT_IDS = {"trn": range(0, 520), "val": range(520, 760), "test": range(760, 1000)}  # HSNet's build_class_ids
-FOREGROUND_THRESHOLD = 128
 
 
-class Fss1000Dataset(DatasetReader):
+class Fss1000Dataset(GreyMaskReader):
+    """Masks as GreyMaskReader reads them: the published peregine_falcon/8.png is an RGB mask of another
+    size than its photo (FSS-1000 issue #23), which HSNet's grey read and separate resizing absorb."""
+
     name = "fss1000"
-    # the published peregine_falcon/8.png is an RGB mask of another size than its photo (FSS-1000
-    # issue #23); HSNet reads masks as grey and resizes image and mask to the evaluation size apart
-    labels_match_images = False
     layout = ("  <data root>/\n"
               "    FSS-1000/<class>/<k>.jpg and <k>.png, k = 1..10   (Matcher's FSS-1000/data/<class>/ also works)\n"
               "    splits/fss/{trn,val,test}.txt   (HSNet's data/splits/fss; Matcher's FSS-1000/splits/ also works)")
@@ -82,15 +77,6 @@ class Fss1000Dataset(DatasetReader):
     def label_path(self, image_id: str) -> Path:
         mask = PurePosixPath(image_id).with_suffix(".png")
         return self.inside_root(f"{self.image_folder}/{mask}", f"image id {image_id!r}")
-
-    def decode_label(self, label: Image.Image) -> np.ndarray:
-        return np.asarray(label.convert("L"))
-
-    def foreground(self, label: torch.Tensor, class_id: int) -> torch.Tensor:
-        return label >= FOREGROUND_THRESHOLD
-
-    def ignore(self, label: torch.Tensor) -> torch.Tensor | None:
-        return None
 
     def fingerprint(self) -> dict[str, str]:
         return {"images": self.image_folder}

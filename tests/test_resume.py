@@ -1,7 +1,6 @@
 """Journaled runs: interrupted runs resume to the bit-identical result without redoing episodes."""
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +14,6 @@ import pytest
 from fssbench import registry
 from fssbench.evaluation import EvalRequest, evaluate
 
-import adapters_for_tests
 from adapters_for_tests import Flaky
 
 COMPARED = ("fold", "miou", "fbiou", "episodes", "manifest_sha256", "per_class_iou", "episode_scores", "miou_ci95")
