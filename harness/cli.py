@@ -59,6 +59,8 @@ def eval_command(
     no_resume: bool = typer.Option(False, "--no-resume", help="Start over instead of resuming this run's journal."),
     eval_size: Optional[int] = typer.Option(None, "--eval-size", min=8,
                                             help="Evaluate at NxN instead of the protocol's resolution (recorded)."),
+    original_resolution: bool = typer.Option(False, "--original-resolution",
+                                             help="Score at each query's original size (prediction upsampled)."),
     json_output: bool = typer.Option(False, "--json", help="Print the run record as JSON on stdout, nothing else."),
 ) -> None:
     """Evaluate a method under a protocol and write its run record."""
@@ -68,7 +70,7 @@ def eval_command(
     request = EvalRequest(method=method, protocol=protocol, fold=fold, data_root=data_root, out=out,
                           device=device, seed=seed, episodes=episodes, weights=weights,
                           random_init=random_init, warmup=warmup, resume=not no_resume,
-                          eval_size=eval_size)
+                          eval_size=eval_size, original_resolution=original_resolution)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with episode_progress(f"{method} {protocol}") as start:

@@ -43,6 +43,7 @@ class EvalRequest:
     warmup: int = 2
     resume: bool = True
     eval_size: int | None = None
+    original_resolution: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -130,7 +131,7 @@ def evaluate(request: EvalRequest, on_progress: Callable[..., Any] | None = None
     record["journal"] = str(journal.path)
     record["resumed_episodes"] = len(journal.episodes())
 
-    loader = EpisodeLoader(reader, spec.resolution.size, spec.support, seed)
+    loader = EpisodeLoader(reader, spec.resolution.size, spec.support, seed, request.original_resolution)
     memory = MemoryProbe(device)
     session_episodes = 0
     try:
@@ -193,7 +194,8 @@ def _new_record(request: EvalRequest, spec: ProtocolSpec, reader: DatasetReader,
         "shot": spec.shot,
         "seed": seed,
         "folds": folds,
-        "evaluation_resolution": spec.resolution.describe(),
+        "evaluation_resolution": (f"original (inputs {spec.resolution.describe()})" if request.original_resolution
+                                  else spec.resolution.describe()),
         "resolution_override": request.eval_size,
         "support_annotation": spec.support,
         "episodes_cap": request.episodes,

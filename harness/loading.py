@@ -3,6 +3,7 @@
 Images are squashed to the evaluation resolution with PIL's bilinear filter (what HSNet's
 torchvision `Resize` does on PIL images); label maps are resized with torch's nearest-neighbour
 interpolation (what HSNet does) before any class is extracted, so resizing commutes with binarizing.
+In original-resolution mode the query's label map is also kept at its original size for scoring.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class LoadedEpisode:
     query_image: torch.Tensor  # [3, S, S] uint8
     query_mask: torch.Tensor  # [S, S] bool
     query_ignore: torch.Tensor | None  # [S, S] bool, pixels excluded from scoring
+    scored_mask: torch.Tensor  # the ground truth predictions are scored against: query_mask, or the
+    scored_ignore: torch.Tensor | None  # original-size mask in original-resolution mode
     support_images: torch.Tensor  # [K, 3, S, S] uint8
     support_masks: torch.Tensor  # [K, S, S] bool: annotated foreground
     support_labelled: torch.Tensor  # [K, S, S] bool: pixels the support annotation labels (fg or bg)
@@ -43,13 +46,16 @@ def _read(path: Path) -> Image.Image:
 
 
 class EpisodeLoader:
-    def __init__(self, reader: DatasetReader, size: int, support: str = "mask", seed: int = 0) -> None:
+    def __init__(self, reader: DatasetReader, size: int, support: str = "mask", seed: int = 0,
+                 original_resolution: bool = False) -> None:
         self.reader = reader
         self.size = size
         self.support = support
         self.seed = seed
+        self.original_resolution = original_resolution
         self.decoded = 0  # images decoded so far (each at most once per run)
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._original_labels: dict[str, torch.Tensor] = {}
         self._instances: dict[str, torch.Tensor] = {}
 
     def image_and_label(self, image_id: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,6 +76,8 @@ class EpisodeLoader:
             )
         resized = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
         self.decoded += 1
+        if self.original_resolution:
+            self._original_labels[image_id] = torch.from_numpy(np.array(label)).to(torch.int16)
         image_tensor = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).contiguous()
         return image_tensor, self._resize_label(label)
 
@@ -96,10 +104,19 @@ class EpisodeLoader:
             images.append(image)
             masks.append(mask)
             labelled.append(known)
+        query_mask = self.reader.foreground(query_label, episode.class_id)
+        query_ignore = self.reader.ignore(query_label)
+        if self.original_resolution:
+            original = self._original_labels[episode.query]
+            scored_mask, scored_ignore = self.reader.foreground(original, episode.class_id), self.reader.ignore(original)
+        else:
+            scored_mask, scored_ignore = query_mask, query_ignore
         return LoadedEpisode(
             query_image=query_image,
-            query_mask=self.reader.foreground(query_label, episode.class_id),
-            query_ignore=self.reader.ignore(query_label),
+            query_mask=query_mask,
+            query_ignore=query_ignore,
+            scored_mask=scored_mask,
+            scored_ignore=scored_ignore,
             support_images=torch.stack(images),
             support_masks=torch.stack(masks),
             support_labelled=torch.stack(labelled),

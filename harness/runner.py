@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from fssbench.adapter import Adapter, EpisodeBatch
 from fssbench.episodes import Episode
@@ -35,6 +36,12 @@ def check_prediction(prediction: object, expected: tuple[int, ...], episodes: li
         raise PredictionError(f"{where}: prediction values lie in [{low:g}, {high:g}], expected foreground "
                               "probabilities or 0/1 masks in [0, 1]")
     return prediction > 0.5
+
+
+def upsample_prediction(prediction: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Foreground at the query's original size: bilinear (align_corners=True, as HSNet) then > 0.5."""
+    upsampled = F.interpolate(prediction[None, None].float(), size, mode="bilinear", align_corners=True)
+    return upsampled[0, 0] > 0.5
 
 
 def make_batch(episodes: list[Episode], loaded: list[LoadedEpisode], class_names: list[str],
@@ -81,8 +88,10 @@ def run_fold(
         synchronize(device)
         predicted_at = now()
         mask = check_prediction(prediction, (1, size, size), [episode], method)[0]
-        truth = loaded.query_mask.to(device)
-        ignore = loaded.query_ignore.to(device) if loaded.query_ignore is not None else None
+        truth = loaded.scored_mask.to(device)
+        if truth.shape != mask.shape:  # original-resolution mode: HSNet's bilinear upsampling of the output
+            mask = upsample_prediction(prediction[0], tuple(truth.shape))
+        ignore = loaded.scored_ignore.to(device) if loaded.scored_ignore is not None else None
         inter, union = episode_counts(mask, truth, ignore)
         score = EpisodeScore(episode.index, episode.class_id, inter, union)
         milliseconds = tuple(1000 * t for t in (loaded_at - started, predicted_at - loaded_at, now() - predicted_at))

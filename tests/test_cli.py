@@ -192,3 +192,17 @@ def test_eval_size_overrides_the_resolution_and_is_recorded(cli, tmp_path):
     default = record_of(cli("eval", "-m", "oracle", "-p", "demo-1shot", "--fold", "0", "--episodes", "3", "--json",
                             "--out", str(tmp_path)))
     assert default["run_id"] != record["run_id"] and default["resolution_override"] is None
+
+
+def test_original_resolution_mode_scores_at_the_query_size_and_is_recorded(cli, tmp_path, demo_reader):
+    args = ("eval", "-m", "oracle", "-p", "demo-1shot", "--fold", "0", "--episodes", "6", "--json", "--out", str(tmp_path))
+    original = record_of(cli(*args, "--original-resolution"))
+    squashed = record_of(cli(*args))
+    assert original["evaluation_resolution"] == "original (inputs 400x400 (squash))"
+    assert original["run_id"] != squashed["run_id"]
+    first = original["results"][0]["episode_scores"][0]
+    query = json.loads(cli("episodes", "-p", "demo-1shot", "--fold", "0").stdout.splitlines()[0])["query"]
+    width, height = Image.open(demo_reader.image_path(query)).size
+    assert first[2] + first[5] == width * height  # bg intersection + fg union = every pixel (no ignore)
+    # the oracle's answer, made at 400x400 and upsampled, is close to but not exactly the original mask
+    assert 90 < original["results"][0]["miou"] <= 100
