@@ -152,6 +152,28 @@ def data_check(
     raise typer.Exit(0 if report.ok else 1)
 
 
+@data_app.command("prepare")
+def data_prepare(
+    dataset: str = typer.Argument(..., help="coco: COCO-20i masks and instance maps from the instances JSON."),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+    split: str = typer.Option("val2014", help="val2014 or train2014."),
+) -> None:
+    """Write the mask files a dataset needs, once (COCO-20i from instances_<split>.json, with pycocotools)."""
+    from fssbench.errors import UsageError
+    from fssbench.evaluation import data_root_from
+    from fssbench.progress import file_progress
+    from fssbench.protocols.coco_prepare import prepare_coco_masks
+
+    if dataset != "coco":
+        raise UsageError(f"`fssbench data prepare` knows only 'coco', not {dataset!r}")
+    root = data_root_from(data_root)
+    if root is None or not root.is_dir():
+        raise UsageError("pass --data-root DIR (or set FSSBENCH_DATA) to the folder that holds COCO2014/")
+    with file_progress(f"preparing COCO {split} masks") as on_image:
+        written = prepare_coco_masks(root, split, on_image)
+    stdout.print(f"{written} label and instance maps written under {root / 'COCO2014'}")
+
+
 @runs_app.command("list")
 def runs_list(
     results: Path = RESULTS_OPTION,

@@ -5,7 +5,9 @@ HSNet's pickles `splits/coco/val/fold<i>.pkl` (Matcher keeps the same files in `
 a dict {class id: ['val2014/COCO_val2014_<id>.jpg', ...]} whose entries are this reader's image ids.
 The pickles are loaded with an unpickler that refuses every global (protocols/safe_pickle.py).
 Masks are HSNet-style PNGs, `COCO2014/annotations/<entry with .jpg replaced by .png>`, pixel = class
-id + 1, with no ignore label.
+id + 1, with no ignore label; without them, the masks `fssbench data prepare coco` builds from the
+instances JSON with pycocotools (protocols/coco_prepare.py), which also gives instance maps for box
+supports. The record says which source was used.
 
 Two fold conventions exist and their numbers are not comparable:
 - `coco` (interleaved, HSNet's default): fold i = ids i, i+4, ..., i+76, in that order.
@@ -23,6 +25,7 @@ import torch
 
 from fssbench.datasets import DatasetReader
 from fssbench.errors import DataError
+from fssbench.protocols.coco_prepare import INSTANCES, LABELS
 from fssbench.protocols.safe_pickle import load_plain_pickle
 
 CLASSES = (
@@ -46,12 +49,15 @@ class CocoDataset(DatasetReader):
     name = "coco"
     layout = ("  <data root>/\n"
               "    COCO2014/val2014/COCO_val2014_<id>.jpg\n"
-              "    COCO2014/annotations/val2014/COCO_val2014_<id>.png   (HSNet-style masks: class id + 1 per pixel)\n"
+              "    COCO2014/annotations/val2014/COCO_val2014_<id>.png   (HSNet-style masks: class id + 1 per pixel;\n"
+              "      or COCO2014/annotations/instances_val2014.json and `fssbench data prepare coco`)\n"
               "    splits/coco/val/fold<i>.pkl   (HSNet's data/splits/coco; Matcher's COCO2014/splits/val/ also works)")
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self._class_lists: dict[tuple[str, int], ClassLists] = {}
+        hsnet_masks = any((self.root / "COCO2014" / "annotations" / split).is_dir() for split in ("val2014", "train2014"))
+        self.mask_folder = "annotations" if hsnet_masks or not (self.root / "COCO2014" / LABELS).is_dir() else LABELS
 
     @property
     def class_names(self) -> list[str]:
@@ -90,12 +96,20 @@ class CocoDataset(DatasetReader):
         stem, found, _ = image_id.partition(".jpg")
         if not found:
             raise DataError(f"image id {image_id!r} has no '.jpg' to turn into its mask's name")
-        return self.inside_root(f"COCO2014/annotations/{stem}.png", f"image id {image_id!r}")
+        return self.inside_root(f"COCO2014/{self.mask_folder}/{stem}.png", f"image id {image_id!r}")
+
+    def instance_path(self, image_id: str) -> Path | None:
+        """Instance maps exist only where `fssbench data prepare coco` wrote them."""
+        stem = image_id.partition(".jpg")[0]
+        path = self.inside_root(f"COCO2014/{INSTANCES}/{stem}.png", f"image id {image_id!r}")
+        return path if path.is_file() else None
 
     def ignore(self, label: torch.Tensor) -> torch.Tensor | None:
         return None  # HSNet-style COCO masks have no ignore label
 
     def fingerprint(self) -> dict[str, str]:
+        if self.mask_folder == LABELS:
+            return {"masks": f"pycocotools from instances JSON (COCO2014/{LABELS})"}
         return {"masks": "HSNet-style PNGs (COCO2014/annotations)"}
 
     def _checked(self, data: object, path: Path) -> ClassLists:
