@@ -14,45 +14,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fssbench.datasets import DatasetReader
-from fssbench.errors import DataError
-from fssbench.protocols.hsnet import read_list_lines
+from fssbench.protocols.pascal import PairListDataset
 
 CLASSES = ("ship", "storage_tank", "baseball_diamond", "tennis_court", "basketball_court",
            "ground_track_field", "bridge", "large_vehicle", "small_vehicle", "helicopter",
            "swimming_pool", "roundabout", "soccer_ball_field", "plane", "harbor")
-CLASSES_PER_FOLD = 5
 PATCHES = "remote_sensing/iSAID_patches/val"
 
 
-def parse_isaid_line(line: str, path: Path, number: int) -> tuple[str, int]:
-    """GF-SAM's `[data.split('__')[0], int(data.split('__')[1]) - 1]`, refusing malformed lines."""
-    name, separator, class_text = line.partition("__")
-    if not separator or not name or not class_text.isdigit() or not 1 <= int(class_text) <= len(CLASSES):
-        raise DataError(f"{path}:{number}: expected '<patch name>__<class 1..{len(CLASSES)}>', got {line!r}")
-    return name, int(class_text) - 1
-
-
-class IsaidDataset(DatasetReader):
+class IsaidDataset(PairListDataset):
     name = "isaid"
+    classes = CLASSES
+    list_folder = "isaid"
     layout = ("  <data root>/\n"
               f"    {PATCHES}/images/<name>.png\n"
               f"    {PATCHES}/semantic_png/<name>_instance_color_RGB.png   (one channel: class id + 1, 255 = ignore)\n"
               "    splits/isaid/val/fold<i>.txt   (GF-SAM's matcher/data/splits/isaid: lines <name>__<class>)")
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(CLASSES)
-
-    def fold_classes(self, fold: int) -> list[int]:
-        return list(range(fold * CLASSES_PER_FOLD, (fold + 1) * CLASSES_PER_FOLD))
-
-    def split_files(self, fold: int) -> list[Path]:
-        return [self._split_path("val", fold)]
-
-    def split_list(self, split: str, fold: int) -> list[tuple[str, int]]:
-        path = self._split_path(split, fold)
-        return [parse_isaid_line(line, path, number) for number, line in enumerate(read_list_lines(path), start=1)]
 
     def image_path(self, image_id: str) -> Path:
         return self.inside_root(f"{PATCHES}/images/{image_id}.png", f"image id {image_id!r}")
@@ -62,6 +39,3 @@ class IsaidDataset(DatasetReader):
 
     def fingerprint(self) -> dict[str, str]:
         return {"masks": f"{PATCHES}/semantic_png (class id + 1, 255 = ignore)"}
-
-    def _split_path(self, split: str, fold: int) -> Path:
-        return self.root / "splits" / "isaid" / split / f"fold{fold}.txt"

@@ -9,6 +9,7 @@ which is the base reader's default encoding.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from fssbench.datasets import DatasetReader
 from fssbench.errors import DataError
@@ -18,37 +19,49 @@ CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle",
            "bus", "car", "cat", "chair", "cow",
            "diningtable", "dog", "horse", "motorbike", "person",
            "pottedplant", "sheep", "sofa", "train", "tvmonitor")
-CLASSES_PER_FOLD = 5
 
 
-def parse_pair_line(line: str, path: Path, number: int) -> tuple[str, int]:
-    """HSNet's `[data.split('__')[0], int(data.split('__')[1]) - 1]`, refusing malformed lines."""
-    image_id, separator, class_text = line.partition("__")
-    if not separator or not class_text.isdigit() or not 1 <= int(class_text) <= len(CLASSES):
-        raise DataError(f"{path}:{number}: expected '<VOC id>__<class 01..{len(CLASSES)}>', got {line!r}")
-    return image_id, int(class_text) - 1
+class PairListDataset(DatasetReader):
+    """Datasets read as HSNet's DatasetPASCAL reads them: split lists `splits/<list folder>/<split>/
+    fold<i>.txt` of `<image id>__<1-based class>` lines, fold i = classes i*n..i*n+n-1."""
+
+    classes: ClassVar[tuple[str, ...]]
+    list_folder: ClassVar[str]
+    classes_per_fold: ClassVar[int] = 5
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes)
+
+    def fold_classes(self, fold: int) -> list[int]:
+        return list(range(fold * self.classes_per_fold, (fold + 1) * self.classes_per_fold))
+
+    def split_files(self, fold: int) -> list[Path]:
+        return [self.split_path("val", fold)]
+
+    def split_list(self, split: str, fold: int) -> list[tuple[str, int]]:
+        path = self.split_path(split, fold)
+        return [self.parse_line(line, path, number) for number, line in enumerate(read_list_lines(path), start=1)]
+
+    def split_path(self, split: str, fold: int) -> Path:
+        return self.root / "splits" / self.list_folder / split / f"fold{fold}.txt"
+
+    def parse_line(self, line: str, path: Path, number: int) -> tuple[str, int]:
+        """HSNet's `[data.split('__')[0], int(data.split('__')[1]) - 1]`, refusing malformed lines."""
+        image_id, separator, class_text = line.partition("__")
+        if not separator or not image_id or not class_text.isdigit() or not 1 <= int(class_text) <= len(self.classes):
+            raise DataError(f"{path}:{number}: expected '<image id>__<class 1..{len(self.classes)}>', got {line!r}")
+        return image_id, int(class_text) - 1
 
 
-class PascalDataset(DatasetReader):
+class PascalDataset(PairListDataset):
     name = "pascal"
+    classes = CLASSES
+    list_folder = "pascal"
     layout = ("  <data root>/\n"
               "    VOC2012/JPEGImages/<id>.jpg\n"
               "    VOC2012/SegmentationClassAug/<id>.png   (SBD-augmented: class id + 1 per pixel, 255 = ignore)\n"
               "    splits/pascal/val/fold<i>.txt           (HSNet's data/splits/pascal: lines <id>__<class>)")
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(CLASSES)
-
-    def fold_classes(self, fold: int) -> list[int]:
-        return list(range(fold * CLASSES_PER_FOLD, (fold + 1) * CLASSES_PER_FOLD))
-
-    def split_files(self, fold: int) -> list[Path]:
-        return [self._split_path("val", fold)]
-
-    def split_list(self, split: str, fold: int) -> list[tuple[str, int]]:
-        path = self._split_path(split, fold)
-        return [parse_pair_line(line, path, number) for number, line in enumerate(read_list_lines(path), start=1)]
 
     def image_path(self, image_id: str) -> Path:
         return self.inside_root(f"VOC2012/JPEGImages/{image_id}.jpg", f"image id {image_id!r}")
@@ -62,6 +75,3 @@ class PascalDataset(DatasetReader):
 
     def fingerprint(self) -> dict[str, str]:
         return {"masks": "VOC2012/SegmentationClassAug (SBD-augmented)"}
-
-    def _split_path(self, split: str, fold: int) -> Path:
-        return self.root / "splits" / "pascal" / split / f"fold{fold}.txt"

@@ -22,6 +22,7 @@ from fssbench.protocols.hsnet import sample_each_entry_episodes, sample_round_ro
 from fssbench.protocols.isaid import IsaidDataset
 from fssbench.protocols.isic import IsicDataset
 from fssbench.protocols.lvis import Lvis92iFiveShot, Lvis92iOneShot, sample_lvis_episodes
+from fssbench.protocols.safe_pickle import load_plain_pickle
 
 # pycocotools 2.0 decodes through numpy 2 with a deprecation warning about __array__; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -290,7 +291,7 @@ def test_lvis_fold_lists_depend_on_the_shot_as_in_matcher(tmp_path):
 def test_lvis_episodes_are_matchers(tmp_path):
     root, _ = make_lvis_root(tmp_path / "data")
     reader = Lvis92iFiveShot(root)
-    val_anno = pickle.loads((root / "LVIS" / "lvis_val.pkl").read_bytes())
+    val_anno = load_plain_pickle(root / "LVIS" / "lvis_val.pkl")
     val_cat_ids = [i for i in list(val_anno.keys()) if len(val_anno[i]) > 5]  # build_img_metadata_classwise
     class_ids_ori = [val_cat_ids[1 + 10 * v] for v in range(len(val_cat_ids) // 10)]  # fold 1
     np.random.seed(0)
@@ -435,7 +436,7 @@ def test_isaid_episodes_are_gfsams(tmp_path):
 def test_isaid_lists_are_read_line_by_line_and_refused_when_malformed(tmp_path):
     root = make_isaid_root(tmp_path / "data")
     (root / "splits" / "isaid" / "val" / "fold0.txt").write_text("P0000_0_800_0_800__16\n")
-    with pytest.raises(DataError, match=r"fold0\.txt:1: expected '<patch name>__<class 1\.\.15>'"):
+    with pytest.raises(DataError, match=r"fold0\.txt:1: expected '<image id>__<class 1\.\.15>'"):
         IsaidDataset(root).split_list("val", 0)
 
 
