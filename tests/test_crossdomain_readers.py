@@ -438,31 +438,3 @@ def test_isaid_lists_are_read_line_by_line_and_refused_when_malformed(tmp_path):
     (root / "splits" / "isaid" / "val" / "fold0.txt").write_text("P0000_0_800_0_800__16\n")
     with pytest.raises(DataError, match=r"fold0\.txt:1: expected '<image id>__<class 1\.\.15>'"):
         IsaidDataset(root).split_list("val", 0)
-
-
-# All readers -----------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("protocol, layout_fragment", [
-    ("deepglobe-1shot", "Deepglobe/<1..6>/test/origin/<tile>.jpg"),
-    ("isic-1shot", "splits/isic/class_id.csv"),
-    ("chestxray-1shot", "LungSegmentation/masks/<name>_mask.png"),
-    ("lvis92i-1shot", "LVIS/lvis_val.pkl"),
-    ("isaid5i-1shot", "splits/isaid/val/fold<i>.txt"),
-])
-def test_a_missing_data_root_names_the_expected_layout(cli, tmp_path, protocol, layout_fragment):
-    result = cli("episodes", "-p", protocol, "--fold", "0", "--data-root", str(tmp_path / "nowhere"))
-    assert result.code == 1
-    assert "does not exist" in result.stderr and layout_fragment in result.stderr
-
-
-@pytest.mark.parametrize("protocol, missing", [
-    ("deepglobe-1shot", "Deepglobe/1/test/origin"),
-    ("isic-1shot", "splits/isic/class_id.csv"),
-    ("chestxray-1shot", "LungSegmentation/masks"),
-    ("lvis92i-5shot", "LVIS/lvis_val.pkl"),
-    ("isaid5i-5shot", "splits/isaid/val/fold0.txt"),
-])
-def test_missing_lists_are_named(cli, tmp_path, protocol, missing):
-    (tmp_path / "data").mkdir()
-    result = cli("episodes", "-p", protocol, "--fold", "0", "--data-root", str(tmp_path / "data"))
-    assert result.code == 1 and missing in result.stderr.replace("\n", "")

@@ -300,6 +300,11 @@ def test_fss1000_split_lists_of_the_wrong_size_are_refused(tmp_path):
     ("coco20i-1shot", "splits/coco/val/fold<i>.pkl"),
     ("coco20i-contiguous-1shot", "COCO2014/annotations/val2014"),
     ("fss1000-1shot", "FSS-1000/<class>/<k>.jpg"),
+    ("deepglobe-1shot", "Deepglobe/<1..6>/test/origin/<tile>.jpg"),
+    ("isic-1shot", "splits/isic/class_id.csv"),
+    ("chestxray-1shot", "LungSegmentation/masks/<name>_mask.png"),
+    ("lvis92i-1shot", "LVIS/lvis_val.pkl"),
+    ("isaid5i-1shot", "splits/isaid/val/fold<i>.txt"),
 ])
 def test_a_missing_data_root_names_the_expected_layout(cli, tmp_path, protocol, layout_fragment):
     result = cli("eval", "-m", "oracle", "-p", protocol, "--data-root", str(tmp_path / "nowhere"))
@@ -311,6 +316,11 @@ def test_a_missing_data_root_names_the_expected_layout(cli, tmp_path, protocol, 
     ("pascal5i-1shot", "splits/pascal/val/fold0.txt"),
     ("coco20i-1shot", "splits/coco/val/fold0.pkl"),
     ("fss1000-1shot", "splits/fss/test.txt"),
+    ("deepglobe-1shot", "Deepglobe/1/test/origin"),
+    ("isic-1shot", "splits/isic/class_id.csv"),
+    ("chestxray-1shot", "LungSegmentation/masks"),
+    ("lvis92i-5shot", "LVIS/lvis_val.pkl"),
+    ("isaid5i-5shot", "splits/isaid/val/fold0.txt"),
 ])
 def test_a_missing_split_list_is_named(cli, tmp_path, protocol, missing):
     (tmp_path / "data").mkdir()
