@@ -57,6 +57,9 @@ class EpisodeBatch:
     query_masks: torch.Tensor | None = field(default=None)  # [B, H, W]
 
 
+OptionValue = bool | int | float | str
+
+
 class Adapter(ABC):
     description: ClassVar[str]
     tasks: ClassVar[frozenset[str]] = frozenset({"fss"})
@@ -64,10 +67,16 @@ class Adapter(ABC):
     weights: ClassVar[tuple[WeightSpec, ...]] = ()
     supports_random_init: ClassVar[bool] = True
     needs_query_ground_truth: ClassVar[bool] = False
+    option_defaults: ClassVar[dict[str, OptionValue]] = {}  # --option NAME=VALUE, typed by the default
+    backbones: ClassVar[tuple[str, ...]] = ()  # accepted --backbone names; the first is the default
+
+    def __init__(self, options: dict[str, OptionValue] | None = None, backbone: str | None = None) -> None:
+        self.options: dict[str, OptionValue] = {**self.option_defaults, **(options or {})}
+        self.backbone_name = backbone or (self.backbones[0] if self.backbones else None)
 
     @property
     def backbone(self) -> str | None:
-        return None
+        return self.backbone_name
 
     def packaged_weights(self) -> dict[str, Path]:
         """Weight files the adapter loads from installed packages, so their hashes are recorded."""

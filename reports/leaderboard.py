@@ -1,7 +1,7 @@
 """Paper-style leaderboards from run records.
 
 One table per benchmark setting (task, dataset, evaluation resolution, support annotation, seed,
-episode cap); one row per method / backbone / weights; per shot, a column per fold, the mean mIoU
+episode cap); one row per method (and changed options) / backbone / weights; per shot, a column per fold, the mean mIoU
 with its 95% bootstrap interval, FB-IoU, s/episode and peak memory. A column only ever holds runs on
 the same manifest: a run whose manifest differs from a column's goes to a table of its own. Among
 several complete runs for one cell, the newest counts. Random-init runs show timing only.
@@ -45,8 +45,14 @@ def weights_label(record: dict[str, Any]) -> str:
     return ",".join(f"{name}:{digest[:8]}" for name, digest in sorted(weights.items()))
 
 
+def method_label(record: dict[str, Any]) -> str:
+    """The method, with the options a run changed from the method's defaults (ablations get rows of their own)."""
+    variant = record.get("variant")
+    return f"{record['method']} [{variant}]" if variant else record["method"]
+
+
 def row_key(record: dict[str, Any]) -> tuple[str, str, str]:
-    return record["method"], record["backbone"] or "-", weights_label(record)
+    return method_label(record), record["backbone"] or "-", weights_label(record)
 
 
 def setting_title(record: dict[str, Any]) -> str:

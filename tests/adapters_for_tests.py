@@ -46,3 +46,14 @@ class Flaky(_Base):
         if Flaky.calls == Flaky.interrupt_at:
             raise KeyboardInterrupt
         return (batch.query_images[:, 1] > 0.45).float()
+
+
+class Thresholded(_Base):
+    """Foreground where the green channel exceeds an option; declares backbones it only records."""
+
+    option_defaults = {"threshold": 0.45, "invert": False}
+    backbones = ("efficientnet-lite0", "efficientnet-lite1")
+
+    def predict(self, batch):
+        foreground = batch.query_images[:, 1] > self.options["threshold"]
+        return (~foreground if self.options["invert"] else foreground).float()

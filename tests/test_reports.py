@@ -135,3 +135,10 @@ def test_runs_leaderboard_and_compare_on_real_runs(cli, tmp_path):
     assert cli("compare", ids["oracle", "demo-5shot"], protonet, "--results", out).code == 3
     assert cli("runs", "show", "nope", "--results", out).code == 2
     assert cli("runs", "list", "--results", str(tmp_path / "empty")).code == 2
+
+
+def test_an_ablation_gets_a_row_of_its_own_named_by_its_changed_options():
+    records = [make_record("g1", "gsm+protonet", 0.5), with_changes(make_record("g2", "gsm+protonet", 0.4),
+                                                                    variant="qsm=off")]
+    [table] = build_tables(records)
+    assert sorted(key[0] for key in table.rows) == ["gsm+protonet", "gsm+protonet [qsm=off]"]
