@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from fssbench.adapter import Adapter, EpisodeBatch, SetupContext
+from fssbench.adapter import IGNORE_INDEX, Adapter, EpisodeBatch, GfssLabelSpace, GfssSupportSet, SetupContext
 
 
 class OracleAdapter(Adapter):
     description = "returns the query ground truth; proves the pipeline (must score 100 mIoU)"
+    tasks = frozenset({"fss", "gfss"})
     support_annotations = frozenset({"mask", "box", "scribble", "none", "text"})
     needs_query_ground_truth = True
 
@@ -18,3 +19,9 @@ class OracleAdapter(Adapter):
 
     def predict(self, batch: EpisodeBatch) -> torch.Tensor:
         return batch.query_masks
+
+    def adapt(self, labels: GfssLabelSpace, supports: GfssSupportSet) -> None:
+        pass
+
+    def segment(self, images: torch.Tensor, truth: torch.Tensor | None = None) -> torch.Tensor:
+        return truth.masked_fill(truth == IGNORE_INDEX, 0)  # ignored pixels are not scored

@@ -57,6 +57,36 @@ class EpisodeBatch:
     query_masks: torch.Tensor | None = field(default=None)  # [B, H, W]
 
 
+IGNORE_INDEX = 255  # label index of ignored and padding pixels in generalized FSS label maps
+
+
+@dataclass
+class GfssLabelSpace:
+    """Generalized FSS labels: index 0 is background, then the base classes, then the novel classes
+    (dataset class ids, each group ascending, as DIaM orders them)."""
+
+    base: list[int]
+    novel: list[int]
+    names: list[str]  # one per label index
+
+    @property
+    def size(self) -> int:
+        return 1 + len(self.base) + len(self.novel)
+
+
+@dataclass
+class GfssSupportSet:
+    """The novel classes' supports of one run, at the evaluation resolution, on the run's device.
+
+    `labels` are label indices of the run's label space: a support's novel class, 0 elsewhere (base
+    pixels count as background, as in DIaM) and 255 where pixels are ignored or padding.
+    """
+
+    images: torch.Tensor  # [N, 3, H, W] float RGB in [0, 1]
+    labels: torch.Tensor  # [N, H, W] int64
+    class_ids: list[int]  # the novel class each support was drawn for
+
+
 OptionValue = bool | int | float | str
 
 
@@ -85,6 +115,15 @@ class Adapter(ABC):
     @abstractmethod
     def setup(self, context: SetupContext) -> None: ...
 
-    @abstractmethod
     def predict(self, batch: EpisodeBatch) -> torch.Tensor:
         """[B, H, W] foreground probabilities in [0, 1] (or 0/1 masks); foreground where > 0.5."""
+        raise NotImplementedError(f"{type(self).__name__} declares no few-shot segmentation task")
+
+    # Generalized FSS (adapters whose `tasks` hold "gfss"): adapt once per run, then label whole images.
+    def adapt(self, labels: GfssLabelSpace, supports: GfssSupportSet) -> None:
+        raise NotImplementedError(f"{type(self).__name__} declares no generalized FSS task")
+
+    def segment(self, images: torch.Tensor, truth: torch.Tensor | None = None) -> torch.Tensor:
+        """images [B, 3, H, W] -> [B, H, W] integer label indices of the run's label space. `truth` is
+        the ground-truth label indices, given only to adapters that declare `needs_query_ground_truth`."""
+        raise NotImplementedError(f"{type(self).__name__} declares no generalized FSS task")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fssbench.errors import DataError
+from fssbench.errors import DataError, UsageError
 
 IGNORE_LABEL = 255
 
@@ -55,6 +55,14 @@ class DatasetReader(ABC):
     @abstractmethod
     def fold_classes(self, fold: int) -> list[int]:
         """0-based class ids evaluated in `fold`, in the dataset's order."""
+
+    def gfss_files(self) -> list[Path]:
+        """The generalized FSS query list (DIaM's lists/<dataset>/val.txt) for datasets that have one."""
+        raise UsageError(f"dataset {self.name!r} has no generalized FSS protocol (it has no DIaM val list)")
+
+    def gfss_list(self) -> list[str]:
+        """Image ids of the generalized FSS val list, in file order."""
+        raise UsageError(f"dataset {self.name!r} has no generalized FSS protocol (it has no DIaM val list)")
 
     @abstractmethod
     def split_list(self, split: str, fold: int) -> list[tuple[str, int]]:

@@ -1,7 +1,8 @@
 """Episode manifests: the ordered, hashed list of episodes every method is evaluated on.
 
 A manifest is a pure function of the protocol's sampling rules, the split lists, the fold, the shot
-and the seed. Building one reads split lists only, never images. Its sha256 is taken over a
+and the seed. Building one reads split lists only, never images (a generalized FSS manifest also reads
+label maps: DIaM draws supports by class area). Its sha256 is taken over a
 canonical serialization (one JSON object per episode, sorted keys, no spaces, `\\n`-joined), so the
 same episodes always give the same hash on any machine. Manifests are cached on disk keyed by
 everything they are built from, including the split lists' contents.
@@ -62,6 +63,59 @@ class Manifest:
     def __len__(self) -> int:
         return len(self.episodes)
 
+    @classmethod
+    def from_lines(cls, lines: list[str]) -> "Manifest":
+        return cls(tuple(Episode.from_json(json.loads(line)) for line in lines))
+
+
+@dataclass(frozen=True)
+class GfssRun:
+    """One generalized FSS run: supports per novel class (fixed for the run) and the query images."""
+
+    fold: int
+    run: int
+    supports: tuple[tuple[int, tuple[str, ...]], ...]  # (novel class id, image ids), classes ascending
+    queries: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        header = {"fold": self.fold, "run": self.run, "supports": [[c, list(ids)] for c, ids in self.supports]}
+        return [canonical_json(header)] + [canonical_json({"run": self.run, "index": index, "query": query})
+                                           for index, query in enumerate(self.queries)]
+
+
+@dataclass(frozen=True)
+class GfssManifest:
+    """The runs of one fold: a header line per run (its supports), then a line per query."""
+
+    runs: tuple[GfssRun, ...]
+
+    def lines(self) -> list[str]:
+        return [line for run in self.runs for line in run.lines()]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256("\n".join(self.lines()).encode()).hexdigest()
+
+    def head(self, count: int) -> "GfssManifest":
+        if count < 1:
+            raise UsageError(f"--episodes must be at least 1, got {count}")
+        return GfssManifest(tuple(GfssRun(r.fold, r.run, r.supports, r.queries[:count]) for r in self.runs))
+
+    def __len__(self) -> int:
+        return sum(len(run.queries) for run in self.runs)
+
+    @classmethod
+    def from_lines(cls, lines: list[str]) -> "GfssManifest":
+        runs: list[GfssRun] = []
+        for data in map(json.loads, lines):
+            if "supports" in data:
+                supports = tuple((int(c), tuple(ids)) for c, ids in data["supports"])
+                runs.append(GfssRun(data["fold"], data["run"], supports, ()))
+            else:
+                last = runs[-1]
+                runs[-1] = GfssRun(last.fold, last.run, last.supports, last.queries + (data["query"],))
+        return cls(tuple(runs))
+
 
 Sampler = Callable[..., list[Episode]]
 
@@ -73,7 +127,7 @@ def build_manifest(
     fold: int,
     seed: int,
     cache_dir: Path | None,
-) -> Manifest:
+) -> Manifest | GfssManifest:
     """The manifest for one fold, from the cache when the same inputs built it before."""
     if fold not in spec.folds:
         raise UsageError(f"protocol {spec.name!r} has no fold {fold}; its folds are {list(spec.folds)}")
@@ -85,13 +139,14 @@ def build_manifest(
         "fold": fold,
         "shot": spec.shot,
         "seed": seed,
-        "split_lists_sha256": sha256_of_files(reader.split_files(fold)),
+        "split_lists_sha256": sha256_of_files(reader.gfss_files() if spec.task == "gfss" else reader.split_files(fold)),
     }
     key = hashlib.sha256(canonical_json(key_material).encode()).hexdigest()
-    cached = _read_cached(cache_dir, key)
+    kind = GfssManifest if spec.task == "gfss" else Manifest
+    cached = _read_cached(cache_dir, key, kind)
     if cached is not None:
         return cached
-    manifest = Manifest(tuple(sampler(reader, fold=fold, shot=spec.shot, seed=seed, **params)))
+    manifest = kind(tuple(sampler(reader, fold=fold, shot=spec.shot, seed=seed, **params)))
     _write_cached(cache_dir, key, manifest)
     return manifest
 
@@ -100,19 +155,19 @@ def _cache_file(cache_dir: Path, key: str) -> Path:
     return cache_dir / "manifests" / f"{key}.jsonl"
 
 
-def _read_cached(cache_dir: Path | None, key: str) -> Manifest | None:
+def _read_cached(cache_dir: Path | None, key: str, kind: type[Manifest] | type[GfssManifest]):
     if cache_dir is None:
         return None
     path = _cache_file(cache_dir, key)
     try:
         header, *lines = path.read_text(encoding="utf-8").split("\n")
-        manifest = Manifest(tuple(Episode.from_json(json.loads(line)) for line in lines))
+        manifest = kind.from_lines(lines)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # absent or damaged: rebuild it
     return manifest if json.loads(header).get("sha256") == manifest.sha256 else None
 
 
-def _write_cached(cache_dir: Path | None, key: str, manifest: Manifest) -> None:
+def _write_cached(cache_dir: Path | None, key: str, manifest: Manifest | GfssManifest) -> None:
     if cache_dir is None:
         return
     header = json.dumps({"sha256": manifest.sha256})

@@ -14,8 +14,10 @@ from fssbench import registry
 from fssbench.adapter import Adapter, SetupContext
 from fssbench.cache import cache_dir
 from fssbench.datasets import DatasetReader
-from fssbench.episodes import Manifest, build_manifest
+from fssbench.episodes import GfssManifest, Manifest, build_manifest
 from fssbench.errors import FssbenchError, UsageError
+from fssbench.gfss import label_space, run_gfss_fold
+from fssbench.gfss_metrics import GfssRunState, average_over_runs, harmonic
 from fssbench.journal import Journal, run_key
 from fssbench.loading import EpisodeLoader
 from fssbench.metrics import FssMetricState
@@ -103,12 +105,16 @@ def evaluate(request: EvalRequest, on_progress: Callable[..., Any] | None = None
 
     Every scored episode is journaled under <out>/journals before the next starts; running the same
     request again resumes from the journal unless `resume` is off. `on_progress(fold, total, done)`
-    returns a callback that receives the fold's metric state after each episode. On an error or an
-    interrupt the record is written with status "failed" or "interrupted" before it propagates.
+    returns a callback that receives the fold's episodes done and running mIoU after each episode.
+    On an error or an interrupt the record is written with status "failed" or "interrupted" before it
+    propagates.
     """
     spec = registry.protocols.get(request.protocol)
     if request.eval_size is not None:
         spec = replace(spec, resolution=Resolution(spec.resolution.mode, request.eval_size))
+    if request.original_resolution and (spec.task == "gfss" or spec.resolution.mode != "squash"):
+        raise UsageError(f"--original-resolution applies to squash-resized FSS protocols; {spec.name!r} scores "
+                         f"at its {spec.resolution.describe()} canvas as its reference does")
     adapter_class: type[Adapter] = registry.methods.get(request.method)
     check_compatible(request.method, adapter_class, spec)
     weights = resolve_weights(request.method, adapter_class, parse_weight_flags(request.weights), request.random_init)
@@ -136,34 +142,29 @@ def evaluate(request: EvalRequest, on_progress: Callable[..., Any] | None = None
     journal.set_meta("run_id", record["run_id"])
     journal.set_meta("started_at", record["started_at"])
     record["journal"] = str(journal.path)
-    record["resumed_episodes"] = len(journal.episodes())
+    record["resumed_episodes"] = len(journal.latencies())
 
-    loader = EpisodeLoader(reader, spec.resolution.size, spec.support, seed, request.original_resolution)
+    loader = EpisodeLoader(reader, spec.resolution.size, spec.support, seed, request.original_resolution,
+                           spec.resolution.mode)
     memory = MemoryProbe(device)
     session_episodes = 0
+
+    def warmup() -> bool:
+        nonlocal session_episodes
+        session_episodes += 1
+        return session_episodes <= request.warmup
+
     try:
         for fold in folds:
             manifest = manifests[fold]
             journal.bind_manifest(fold, manifest.sha256)
-            state = FssMetricState.from_records(reader.fold_classes(fold), [e.score for e in journal.episodes(fold)])
-            done = {score.index for score in state.records}
-            progress = on_progress(fold, len(manifest), len(done)) if on_progress else (lambda state: None)
-
-            def on_scored(episode, score, milliseconds, fold=fold, state=state, progress=progress):
-                nonlocal session_episodes
-                journal.add(fold, score, milliseconds, warmup=session_episodes < request.warmup)
-                session_episodes += 1
-                state.update(score)
-                progress(state)
-
-            remaining = [episode for episode in manifest.episodes if episode.index not in done]
-            run_fold(request.method, adapter, loader, remaining, reader.class_names, device, on_scored,
-                     request.batch_size)
-            record["results"].append(_fold_result(fold, manifest, state, reader.class_names))
+            run = _run_gfss_fold if spec.task == "gfss" else _run_fss_fold
+            record["results"].append(run(request, adapter, loader, reader, manifest, journal, device, warmup,
+                                         on_progress))
     except (FssbenchError, KeyboardInterrupt) as exc:
         record["status"] = "failed" if isinstance(exc, FssbenchError) else "interrupted"
         record["error"] = str(exc) or "interrupted"
-        journaled = len(journal.episodes())
+        journaled = len(journal.latencies())
         path = _finish(record, journal, memory, loader, request.out)
         if isinstance(exc, FssbenchError):
             raise type(exc)(f"{exc}\n(the {journaled} episodes scored so far are journaled and the record is in "
@@ -174,6 +175,63 @@ def evaluate(request: EvalRequest, on_progress: Callable[..., Any] | None = None
         raise
     record["status"] = "complete"
     return record, _finish(record, journal, memory, loader, request.out)
+
+
+def _run_fss_fold(request: EvalRequest, adapter: Adapter, loader: EpisodeLoader, reader: DatasetReader,
+                  manifest: Manifest, journal: Journal, device: torch.device, warmup: Callable[[], bool],
+                  on_progress: Callable[..., Any] | None) -> dict[str, Any]:
+    fold = manifest.episodes[0].fold
+    state = FssMetricState.from_records(reader.fold_classes(fold), [e.score for e in journal.episodes(fold)])
+    done = {score.index for score in state.records}
+    progress = on_progress(fold, len(manifest), len(done)) if on_progress else (lambda done, miou: None)
+
+    def on_scored(episode, score, milliseconds):
+        journal.add(fold, score, milliseconds, warmup=warmup())
+        state.update(score)
+        progress(len(state.records), state.miou())
+
+    remaining = [episode for episode in manifest.episodes if episode.index not in done]
+    run_fold(request.method, adapter, loader, remaining, reader.class_names, device, on_scored, request.batch_size)
+    return _fold_result(fold, manifest, state, reader.class_names)
+
+
+def _run_gfss_fold(request: EvalRequest, adapter: Adapter, loader: EpisodeLoader, reader: DatasetReader,
+                   manifest: GfssManifest, journal: Journal, device: torch.device, warmup: Callable[[], bool],
+                   on_progress: Callable[..., Any] | None) -> dict[str, Any]:
+    fold = manifest.runs[0].fold
+    space = label_space(reader, fold)
+    states = {run.run: GfssRunState(len(space.base), len(space.novel)) for run in manifest.runs}
+    journaled = journal.gfss_queries(fold)
+    for (run, _), cells in journaled.items():
+        states[run].update(cells)
+    progress = on_progress(fold, len(manifest), len(journaled)) if on_progress else (lambda done, miou: None)
+    adapt_ms = journal.meta(f"adapt_ms_fold{fold}") or {}
+
+    def on_adapted(run, milliseconds):
+        adapt_ms[str(run.run)] = milliseconds
+        journal.set_meta(f"adapt_ms_fold{fold}", adapt_ms)
+
+    def on_scored(run, index, cells, milliseconds):
+        journal.add_gfss(fold, run.run, index, cells, milliseconds, warmup=warmup())
+        states[run.run].update(cells)
+        progress(sum(state.queries for state in states.values()), states[run.run].scores()["mean"])
+
+    run_gfss_fold(request.method, adapter, loader, manifest.runs, space, set(journaled), device, on_adapted,
+                  on_scored, request.batch_size)
+    runs = [{"run": run, "queries": state.queries, **state.scores()} for run, state in states.items()]
+    average = average_over_runs(runs)
+    return {
+        "fold": fold,
+        "miou": average["mean"],
+        "fbiou": None,
+        **{f"{key}_miou": value for key, value in average.items()},
+        "episodes": len(manifest),
+        "manifest_sha256": manifest.sha256,
+        "runs": runs,
+        "adapt_ms": adapt_ms,
+        "label_names": space.names,
+        "confusion": {str(run): state.confusion.tolist() for run, state in states.items()},
+    }
 
 
 def _open_journal(request: EvalRequest, identity: dict[str, Any]) -> Journal:
@@ -242,6 +300,11 @@ def _finish(record: dict[str, Any], journal: Journal, memory: MemoryProbe, loade
     results = record["results"]
     if results:
         record["mean_miou"] = sum(r["miou"] for r in results) / len(results)
+    if results and record["task"] == "gfss":
+        record["gfss"] = {key: sum(r[f"{key}_miou"] for r in results) / len(results)
+                          for key in ("base", "novel", "mean")}
+        record["gfss"]["harmonic"] = harmonic(record["gfss"]["base"], record["gfss"]["novel"])
+    elif results:
         record["mean_fbiou"] = sum(r["fbiou"] for r in results) / len(results)
         for result in results:
             result["miou_ci95"] = list(bootstrap_interval([_fold_of(result)]))
@@ -249,7 +312,7 @@ def _finish(record: dict[str, Any], journal: Journal, memory: MemoryProbe, loade
     episodes = journal.episodes()
     peak = max(memory.read(), journal.meta("memory") or {"peak_memory_mb": 0}, key=lambda m: m["peak_memory_mb"])
     journal.set_meta("memory", peak)
-    record["timing"] = {**latency_summary([(e.latencies_ms, e.warmup) for e in episodes]), "memory": peak,
+    record["timing"] = {**latency_summary(journal.latencies()), "memory": peak,
                         "peak_memory_mb": peak["peak_memory_mb"], "images_decoded": loader.decoded}
     record["finished_at"] = utc_now()
     path = write_record(record, out)

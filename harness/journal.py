@@ -28,6 +28,11 @@ CREATE TABLE IF NOT EXISTS episodes (
     data_ms REAL NOT NULL, compute_ms REAL NOT NULL, scoring_ms REAL NOT NULL, warmup INTEGER NOT NULL,
     PRIMARY KEY (fold, idx)
 );
+CREATE TABLE IF NOT EXISTS gfss_queries (
+    fold INTEGER NOT NULL, run INTEGER NOT NULL, idx INTEGER NOT NULL, confusion TEXT NOT NULL,
+    data_ms REAL NOT NULL, compute_ms REAL NOT NULL, scoring_ms REAL NOT NULL, warmup INTEGER NOT NULL,
+    PRIMARY KEY (fold, run, idx)
+);
 """
 
 
@@ -74,6 +79,23 @@ class Journal:
     def add(self, fold: int, score: EpisodeScore, latencies_ms: tuple[float, float, float], warmup: bool) -> None:
         self._db.execute("INSERT INTO episodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (fold, score.index, score.class_id, *score.inter, *score.union, *latencies_ms, int(warmup)))
+
+    def add_gfss(self, fold: int, run: int, index: int, confusion: list[tuple[int, int, int]],
+                 latencies_ms: tuple[float, float, float], warmup: bool) -> None:
+        self._db.execute("INSERT INTO gfss_queries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (fold, run, index, json.dumps(confusion), *latencies_ms, int(warmup)))
+
+    def gfss_queries(self, fold: int) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
+        """(run, index) -> sparse confusion counts of the fold's journaled queries."""
+        rows = self._db.execute("SELECT run, idx, confusion FROM gfss_queries WHERE fold = ? ORDER BY run, idx",
+                                (fold,)).fetchall()
+        return {(run, index): [tuple(cell) for cell in json.loads(cells)] for run, index, cells in rows}
+
+    def latencies(self) -> list[tuple[tuple[float, float, float], bool]]:
+        """(data, compute, scoring) milliseconds and warm-up flag of every journaled episode or query."""
+        rows = self._db.execute("SELECT data_ms, compute_ms, scoring_ms, warmup FROM episodes UNION ALL "
+                                "SELECT data_ms, compute_ms, scoring_ms, warmup FROM gfss_queries").fetchall()
+        return [((row[0], row[1], row[2]), bool(row[3])) for row in rows]
 
     def episodes(self, fold: int | None = None) -> list[JournaledEpisode]:
         query = "SELECT * FROM episodes" + (" WHERE fold = ?" if fold is not None else "") + " ORDER BY fold, idx"

@@ -34,7 +34,7 @@ class LoadedEpisode:
     support_labelled: torch.Tensor  # [K, S, S] bool: pixels the support annotation labels (fg or bg)
 
 
-def _read(path: Path) -> Image.Image:
+def read_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
@@ -45,11 +45,24 @@ def _read(path: Path) -> Image.Image:
         raise DataError(f"{path} is unreadable or corrupt ({exc}); re-extract or re-download it") from None
 
 
+PADDING = -1  # label value of the canvas outside the image in "pad" mode
+
+
+def pad_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """DIaM's `find_new_hw`: long side to `size`, short side scaled, both floored to a multiple of 8."""
+    if height >= width:
+        height, width = size, int(width * (size * 1.0 / height))
+    else:
+        height, width = int(height * (size * 1.0 / width)), size
+    return height // 8 * 8, width // 8 * 8
+
+
 class EpisodeLoader:
     def __init__(self, reader: DatasetReader, size: int, support: str = "mask", seed: int = 0,
-                 original_resolution: bool = False) -> None:
+                 original_resolution: bool = False, mode: str = "squash") -> None:
         self.reader = reader
         self.size = size
+        self.mode = mode
         self.support = support
         self.seed = seed
         self.original_resolution = original_resolution
@@ -67,30 +80,52 @@ class EpisodeLoader:
     def _decode(self, image_id: str) -> tuple[torch.Tensor, torch.Tensor]:
         image_path = self.reader.image_path(image_id)
         label_path = self.reader.label_path(image_id)
-        image = _read(image_path)
-        label = self.reader.decode_label(_read(label_path))
+        image = read_image(image_path)
+        label = self.reader.decode_label(read_image(label_path))
         if label.ndim != 2 or (self.reader.labels_match_images and label.shape[::-1] != image.size):
             raise DataError(
                 f"{label_path} has shape {label.shape} but its image {image_path} is "
                 f"{image.size[0]}x{image.size[1]}; the label map must be one channel of the same size"
             )
-        resized = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
         self.decoded += 1
         if self.original_resolution:
             self._original_labels[image_id] = torch.from_numpy(np.array(label)).to(torch.int16)
+        if self.mode == "pad":
+            return self._pad(image.convert("RGB"), label)
+        resized = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
         image_tensor = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).contiguous()
         return image_tensor, self._resize_label(label)
 
-    def _resize_label(self, label: np.ndarray) -> torch.Tensor:
+    def _resize_label(self, label: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
         label = torch.from_numpy(np.array(label)).float()
-        return F.interpolate(label[None, None], (self.size, self.size), mode="nearest")[0, 0].to(torch.int16)
+        return F.interpolate(label[None, None], size or (self.size, self.size), mode="nearest")[0, 0].to(torch.int16)
+
+    def _pad(self, image: Image.Image, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """DIaM's Resize: cv2 INTER_LINEAR image and INTER_NEAREST label at the aspect-kept size,
+        top-left in a size x size canvas of 0 (image) and PADDING (label). DIaM resizes float images;
+        here the result is rounded to uint8 like every image the loader hands out (< 0.5/255)."""
+        height, width = pad_size(image.height, image.width, self.size)
+        pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float()
+        resized = F.interpolate(pixels, (height, width), mode="bilinear", align_corners=False)[0]
+        image_tensor = torch.zeros(3, self.size, self.size, dtype=torch.uint8)
+        image_tensor[:, :height, :width] = resized.round().clamp(0, 255).to(torch.uint8)
+        label_tensor = torch.full((self.size, self.size), PADDING, dtype=torch.int16)
+        label_tensor[:height, :width] = self._resize_label(label, (height, width))
+        return image_tensor, label_tensor
+
+    def ignore(self, label: torch.Tensor) -> torch.Tensor | None:
+        """Pixels excluded from scoring: the dataset's ignore label, and padding."""
+        ignore = self.reader.ignore(label)
+        if self.mode != "pad":
+            return ignore
+        return label == PADDING if ignore is None else ignore | (label == PADDING)
 
     def instances(self, image_id: str) -> torch.Tensor:
         if image_id not in self._instances:
             path = self.reader.instance_path(image_id)
             if path is None:
                 raise DataError(f"box supports need instance maps, and dataset {self.reader.name!r} has none")
-            self._instances[image_id] = self._resize_label(np.asarray(_read(path)))
+            self._instances[image_id] = self._resize_label(np.asarray(read_image(path)))
         return self._instances[image_id]
 
     def load(self, episode: Episode) -> LoadedEpisode:
@@ -105,7 +140,7 @@ class EpisodeLoader:
             masks.append(mask)
             labelled.append(known)
         query_mask = self.reader.foreground(query_label, episode.class_id)
-        query_ignore = self.reader.ignore(query_label)
+        query_ignore = self.ignore(query_label)
         if self.original_resolution:
             original = self._original_labels[episode.query]
             scored_mask, scored_ignore = self.reader.foreground(original, episode.class_id), self.reader.ignore(original)

@@ -27,7 +27,7 @@ class _MiouColumn(ProgressColumn):
 @contextmanager
 def episode_progress(label: str) -> Iterator[Callable[[int, int], Callable]]:
     """Yields `start(fold, total, done)`, which begins a fold (`done` episodes already journaled) and
-    returns its per-episode callback."""
+    returns its per-episode callback `(done, running mIoU)`."""
     console = Console(stderr=True)
     if not console.is_terminal:
         yield lambda fold, total, done: _log_lines(f"{label} fold {fold}", total, done)
@@ -37,7 +37,7 @@ def episode_progress(label: str) -> Iterator[Callable[[int, int], Callable]]:
 
     def start(fold: int, total: int, done: int) -> Callable:
         task = progress.add_task(f"{label} fold {fold}", total=total, completed=done, miou=None)
-        return lambda state: progress.update(task, advance=1, miou=state.miou())
+        return lambda done, miou: progress.update(task, completed=done, miou=miou)
 
     with progress:
         yield start
@@ -49,12 +49,11 @@ def _log_lines(label: str, total: int, resumed: int) -> Callable:
     if resumed:
         print(f"{label}: resuming, {resumed}/{total} episodes already journaled", file=sys.stderr, flush=True)
 
-    def on_episode(state) -> None:
-        done = len(state.records)
+    def on_episode(done: int, miou: float) -> None:
         if done % step == 0 or done == total:
             rate = (done - resumed) / (time.perf_counter() - started)
             print(f"{label}: {done}/{total} episodes, {rate:.2f} ep/s, ETA {(total - done) / rate:.0f} s, "
-                  f"mIoU {state.miou():.1f}", file=sys.stderr, flush=True)
+                  f"mIoU {miou:.1f}", file=sys.stderr, flush=True)
 
     return on_episode
 

@@ -20,7 +20,9 @@ from fssbench.errors import UsageError
 
 SUPPORT_ANNOTATIONS = ("mask", "box", "scribble", "none", "text")
 TASKS = ("fss", "gfss")
-RESOLUTION_MODES = ("squash",)
+# squash: both sides to size (HSNet). pad: long side to size, both sides floored to a multiple of 8,
+# top-left in a size x size canvas, images padded with 0 and labels with ignore (DIaM's Resize)
+RESOLUTION_MODES = ("squash", "pad")
 
 # key -> (type, required); nested dicts are checked by their own validators below
 _TOP_LEVEL_KEYS: dict[str, tuple[type | tuple[type, ...], bool]] = {
@@ -168,11 +170,12 @@ def _validate(spec: dict[str, Any], path: Path) -> None:
         fail("folds", f"lists a fold twice: {folds!r}")
 
     sampler = spec["sampler"]
-    for sub, kind in (("name", str), ("seed", int), ("episodes", int)):
+    count = "runs" if spec["task"] == "gfss" else "episodes"  # a GFSS protocol is a number of runs
+    for sub, kind in (("name", str), ("seed", int), (count, int)):
         if not isinstance(sampler.get(sub), kind) or isinstance(sampler.get(sub), bool):
             fail(f"sampler.{sub}", f"must be given as {kind.__name__}, got {sampler.get(sub)!r}")
-    if sampler["episodes"] < 1:
-        fail("sampler.episodes", "must be at least 1")
+    if sampler[count] < 1:
+        fail(f"sampler.{count}", "must be at least 1")
 
     resolution = spec["resolution"]
     if set(resolution) != {"mode", "size"}:

@@ -19,13 +19,14 @@ Two fold conventions exist and their numbers are not comparable:
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
 from fssbench.datasets import DatasetReader
 from fssbench.errors import DataError
 from fssbench.protocols.coco_prepare import INSTANCES, LABELS
+from fssbench.protocols.diam import read_diam_list
 from fssbench.protocols.safe_pickle import load_plain_pickle
 
 CLASSES = (
@@ -51,7 +52,8 @@ class CocoDataset(DatasetReader):
               "    COCO2014/val2014/COCO_val2014_<id>.jpg\n"
               "    COCO2014/annotations/val2014/COCO_val2014_<id>.png   (HSNet-style masks: class id + 1 per pixel;\n"
               "      or COCO2014/annotations/instances_val2014.json and `fssbench data prepare coco`)\n"
-              "    splits/coco/val/fold<i>.pkl   (HSNet's data/splits/coco; Matcher's COCO2014/splits/val/ also works)")
+              "    splits/coco/val/fold<i>.pkl   (HSNet's data/splits/coco; Matcher's COCO2014/splits/val/ also works)\n"
+              "    lists/coco/val.txt            (generalized FSS only: DIaM's lists/coco/val.txt)")
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -69,6 +71,13 @@ class CocoDataset(DatasetReader):
 
     def split_files(self, fold: int) -> list[Path]:
         return [self.pickle_path("val", fold)]
+
+    def gfss_files(self) -> list[Path]:
+        return [self.root / "lists" / "coco" / "val.txt"]
+
+    def gfss_list(self) -> list[str]:
+        """DIaM's `<...>/val2014/<name>.jpg <label path>` lines, as `val2014/<name>.jpg` ids."""
+        return read_diam_list(self.gfss_files()[0], lambda image: "/".join(PurePosixPath(image).parts[-2:]))
 
     def split_list(self, split: str, fold: int) -> list[tuple[str, int]]:
         """(entry, class id) pairs, classes and entries in the pickle's stored order."""

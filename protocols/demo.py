@@ -193,6 +193,14 @@ class DemoDataset(PairListDataset):
         ensure_generated(root)
         return cls(root)
 
+    def gfss_files(self) -> list[Path]:
+        return [self.split_path("val", fold) for fold in range(FOLDS)]
+
+    def gfss_list(self) -> list[str]:
+        """The demo's stand-in for DIaM's val list: every val image once, in split-list order."""
+        lines = (image_id for fold in range(FOLDS) for image_id, _ in self.split_list("val", fold))
+        return list(dict.fromkeys(lines))
+
     def image_path(self, image_id: str) -> Path:
         return self.inside_root(f"images/{image_id}.png", f"image id {image_id!r}")
 

@@ -1,19 +1,27 @@
 """Generalized FSS (GFSS) episode rules of DIaM (Hajimiri et al., CVPR 2023; github sinahmr/DIaM).
 
-Pure functions: nothing here reads a file. The caller passes the val list (lists/<data>/val.txt, in
+`sample_diam_run` and its helpers are pure: the caller passes the val list (lists/<data>/val.txt, in
 file order) and, per image, the pixel area of every label value at the original resolution (the
 ``SegmentationClassAug`` / COCO mask PNG as read by ``cv2.imread(..., IMREAD_GRAYSCALE)``).
+`sample_diam_manifest` is the registered sampler: it reads the list and the label maps (DIaM's support
+rule needs class areas, so a GFSS manifest reads label maps, never images) and returns the fold's runs.
 See docs/gfss-diam.md for the facts and their sources.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
+
+from fssbench.datasets import DatasetReader
+from fssbench.episodes import GfssRun
+from fssbench.errors import DataError
+from fssbench.loading import read_image
+
 
 #: ``src/dataset/utils.py::process_image``: a support candidate's class needs >= 16*32*32 pixels.
 SUPPORT_MIN_AREA = 16 * 32 * 32
@@ -137,34 +145,49 @@ def sample_diam_run(pairs_by_image: Sequence[str], image_labels: Mapping[str, Ma
     return DiamRun(supports=supports, queries=tuple(queries))
 
 
-def _iou(confusion: np.ndarray, idx: int) -> float | None:
-    inter = float(confusion[idx, idx])
-    union = float(confusion[idx, :].sum() + confusion[:, idx].sum() - confusion[idx, idx])
-    if union == 0:  # src/test.py: `if cls_union[i] == 0: continue`
-        return None
-    return inter / (union + 1e-10)
+def read_diam_list(path: Path, image_id: Callable[[str], str]) -> list[str]:
+    """DIaM's val list (`<image path> <label path>` per line, as PFENet's lists) as image ids."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"generalized FSS list {path} is missing; it is DIaM's lists/{path.parent.name}/val.txt "
+                        "(github.com/sinahmr/DIaM, from PFENet's lists): copy it there") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read generalized FSS list {path}: {exc}") from None
+    ids = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.strip().split(" ")
+        if len(fields) != 2:
+            raise DataError(f"{path}:{number}: expected '<image path> <label path>', got {line!r}")
+        ids.append(image_id(fields[0]))
+    return ids
 
 
-def gfss_scores(confusion: np.ndarray, base: list[int], novel: list[int]) -> dict:
-    """Base / novel / mean / harmonic mIoU (x100) of one run, from a (C+1)x(C+1) confusion matrix.
+def label_areas(reader: DatasetReader, image_id: str) -> dict[int, int]:
+    """Pixel count of each label value of an image's label map at its original resolution."""
+    label = reader.decode_label(read_image(reader.label_path(image_id)))
+    counts = np.bincount(np.asarray(label, dtype=np.int64).ravel())
+    return {value: int(count) for value, count in enumerate(counts) if count}
 
-    confusion[g, p] = number of valid (non-255) pixels with ground truth g and prediction p; index 0 is
-    background; ``base`` and ``novel`` are indices into it. Reproduces ``src/test.py::validate``:
-    IoU_c = I_c / (U_c + 1e-10) over the run's summed I and U (``src/util.py::fast_intersection_and_union``),
-    classes with U_c == 0 skipped, background in neither mean, Mean = (base + novel) / 2.
-    ``harmonic`` = 2BN/(B+N) is NOT computed by DIaM (newer GFSS papers report it).
-    DIaM averages base and novel over its 5 runs first and then takes Mean of the two averages.
-    A group with no class of nonzero union gives nan (DIaM would raise ZeroDivisionError).
-    """
-    confusion = np.asarray(confusion, dtype=np.float64)
-    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
-        raise ValueError("confusion must be square")
 
-    def group(ids):
-        vals = [v for v in (_iou(confusion, i) for i in ids) if v is not None]
-        return 100.0 * sum(vals) / len(vals) if vals else math.nan
+def sample_diam_manifest(reader: DatasetReader, fold: int, shot: int, seed: int = DIAM_SEED,
+                         runs: int = DIAM_RUNS, queries: int | None = None) -> list[GfssRun]:
+    """The fold's DIaM runs. Label values are class id + 1 (PASCAL, COCO and demo label maps).
 
-    b, n = group(base), group(novel)
-    mean = (b + n) / 2
-    harmonic = 2 * b * n / (b + n) if (b + n) > 0 else (0.0 if b + n == 0 else math.nan)
-    return {"base": b, "novel": n, "mean": mean, "harmonic": harmonic}
+    `queries` keeps each run's first N queries in list order: DIaM's COCO test evaluates 10000 queries
+    that its shuffling DataLoader draws from torch's RNG, which fssbench does not reproduce, so the COCO
+    protocol is the named variant "first 10000 in file order" (see docs/gfss-diam.md)."""
+    image_ids = reader.gfss_list()
+    areas = {image_id: label_areas(reader, image_id) for image_id in dict.fromkeys(image_ids)}
+    novel = sorted(c + 1 for c in reader.fold_classes(fold))
+    base = [v for v in range(1, len(reader.class_names) + 1) if v not in novel]
+    result = []
+    for run in range(runs):
+        try:
+            drawn = sample_diam_run(image_ids, areas, novel, shot, seed, run, base)
+        except ValueError as exc:
+            raise DataError(f"generalized FSS fold {fold}, run {run}: {exc} (the val list has no support "
+                            f"candidate of >= {SUPPORT_MIN_AREA} pixels for it)") from None
+        supports = tuple((value - 1, drawn.supports[value]) for value in novel)
+        result.append(GfssRun(fold, run, supports, drawn.queries[:queries] if queries else drawn.queries))
+    return result

@@ -8,11 +8,12 @@ which is the base reader's default encoding.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from fssbench.datasets import DatasetReader
 from fssbench.errors import DataError
+from fssbench.protocols.diam import read_diam_list
 from fssbench.protocols.hsnet import read_list_lines
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle",
@@ -61,7 +62,15 @@ class PascalDataset(PairListDataset):
     layout = ("  <data root>/\n"
               "    VOC2012/JPEGImages/<id>.jpg\n"
               "    VOC2012/SegmentationClassAug/<id>.png   (SBD-augmented: class id + 1 per pixel, 255 = ignore)\n"
-              "    splits/pascal/val/fold<i>.txt           (HSNet's data/splits/pascal: lines <id>__<class>)")
+              "    splits/pascal/val/fold<i>.txt           (HSNet's data/splits/pascal: lines <id>__<class>)\n"
+              "    lists/pascal/val.txt                    (generalized FSS only: DIaM's lists/pascal/val.txt)")
+
+    def gfss_files(self) -> list[Path]:
+        return [self.root / "lists" / "pascal" / "val.txt"]
+
+    def gfss_list(self) -> list[str]:
+        """DIaM's `JPEGImages/<id>.jpg SegmentationClassAug/<id>.png` lines, as VOC ids."""
+        return read_diam_list(self.gfss_files()[0], lambda image: PurePosixPath(image).stem)
 
     def image_path(self, image_id: str) -> Path:
         return self.inside_root(f"VOC2012/JPEGImages/{image_id}.jpg", f"image id {image_id!r}")

@@ -221,6 +221,8 @@ samplers.register("patnet", "fssbench.protocols.hsnet:sample_round_robin_episode
                   "PATNet cross-domain rules: episode j takes class j mod n, then a random query and supports")
 samplers.register("matcher-lvis", "fssbench.protocols.lvis:sample_lvis_episodes",
                   "Matcher LVIS-92i rules: PATNet's round robin over the fold classes of the dataset's shot")
+samplers.register("diam", "fssbench.protocols.diam:sample_diam_manifest",
+                  "DIaM generalized FSS rules: per run, K supports per novel class from the val list; all other images query")
 samplers.register("gfsam-list", "fssbench.protocols.hsnet:sample_each_entry_episodes",
                   "GF-SAM iSAID-5i rules: one episode per list line, supports drawn from the class's lines")
 

@@ -23,6 +23,19 @@ def run_summary(record: dict[str, Any]) -> Table:
     if record["timing_only"]:
         title += "  [timing only: random-init weights]"
     table = Table(title=title)
+    if record["task"] == "gfss":
+        _gfss_rows(table, record)
+    else:
+        _fss_rows(table, record)
+    timing = record["timing"]
+    table.caption = (f"compute median {_fmt(timing['compute_ms_median'])} ms/episode, "
+                     f"{_fmt(timing['episodes_per_s'], 2)} episodes/s, peak memory "
+                     f"{_fmt(timing['peak_memory_mb'], 0)} MB ({timing['memory']['kind']}), "
+                     f"{timing['warmup_episodes']} warm-up episodes excluded")
+    return table
+
+
+def _fss_rows(table: Table, record: dict[str, Any]) -> None:
     for column in ("fold", "mIoU", "95% CI", "FB-IoU", "episodes", "manifest"):
         table.add_column(column, justify="right")
     for result in record["results"]:
@@ -30,9 +43,16 @@ def run_summary(record: dict[str, Any]) -> Table:
                       _fmt(result["fbiou"]), str(result["episodes"]), result["manifest_sha256"][:12])
     table.add_row("mean", _fmt(record["mean_miou"]), _interval(record.get("mean_miou_ci95")),
                   _fmt(record["mean_fbiou"]), "", "", style="bold")
-    timing = record["timing"]
-    table.caption = (f"compute median {_fmt(timing['compute_ms_median'])} ms/episode, "
-                     f"{_fmt(timing['episodes_per_s'], 2)} episodes/s, peak memory "
-                     f"{_fmt(timing['peak_memory_mb'], 0)} MB ({timing['memory']['kind']}), "
-                     f"{timing['warmup_episodes']} warm-up episodes excluded")
-    return table
+
+
+def _gfss_rows(table: Table, record: dict[str, Any]) -> None:
+    """DIaM's figures: base, novel, their mean and harmonic mean, each averaged over the runs."""
+    for column in ("fold", "base", "novel", "mean", "harmonic", "runs", "queries", "manifest"):
+        table.add_column(column, justify="right")
+    for r in record["results"]:
+        table.add_row(str(r["fold"]), _fmt(r["base_miou"]), _fmt(r["novel_miou"]), _fmt(r["mean_miou"]),
+                      _fmt(r["harmonic_miou"]), str(len(r["runs"])), str(r["episodes"]), r["manifest_sha256"][:12])
+    if record.get("gfss"):
+        scores = record["gfss"]
+        table.add_row("mean", _fmt(scores["base"]), _fmt(scores["novel"]), _fmt(scores["mean"]),
+                      _fmt(scores["harmonic"]), "", "", "", style="bold")

@@ -19,6 +19,7 @@ import pandas as pd
 @dataclass
 class LeaderboardTable:
     title: str
+    task: str
     folds: list[int]
     shots: list[int]
     rows: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = field(default_factory=dict)  # row -> shot -> record
@@ -70,7 +71,8 @@ def build_tables(records: list[dict[str, Any]], protocols: list[str] | None = No
         table = next((t for t in tables if t.title.startswith(title) and t.accepts(record)), None)
         if table is None:
             variants = sum(t.title.startswith(title) for t in tables)
-            table = LeaderboardTable(title + (f" [other manifests #{variants + 1}]" if variants else ""), [], [])
+            table = LeaderboardTable(title + (f" [other manifests #{variants + 1}]" if variants else ""),
+                                     record["task"], [], [])
             tables.append(table)
         table.add(record)
     return tables
@@ -86,7 +88,13 @@ def _cells(record: dict[str, Any] | None, folds: list[int]) -> dict[str, Any]:
         return cells
     by_fold = {r["fold"]: r for r in record["results"]}
     cells.update({f"fold{f}": by_fold[f]["miou"] for f in folds if f in by_fold})
-    if all(f in by_fold for f in folds):
+    if not all(f in by_fold for f in folds):
+        return cells
+    if record["task"] == "gfss":
+        scores = record["gfss"]
+        cells.update(mean_miou=scores["mean"], base_miou=scores["base"], novel_miou=scores["novel"],
+                     harmonic_miou=scores["harmonic"])
+    else:
         cells.update(mean_miou=record["mean_miou"], ci_low=record["mean_miou_ci95"][0],
                      ci_high=record["mean_miou_ci95"][1], fbiou=record["mean_fbiou"])
     return cells
@@ -104,6 +112,8 @@ def to_frame(tables: list[LeaderboardTable]) -> pd.DataFrame:
     fold_columns = sorted({c for row in rows for c in row if c.startswith("fold")}, key=lambda c: int(c[4:]))
     columns = ["setting", "method", "backbone", "weights", "timing_only", "shot", "resolution", *fold_columns,
                "mean_miou", "ci_low", "ci_high", "fbiou", "s_per_episode", "peak_memory_mb", "run_id"]
+    if any(table.task == "gfss" for table in tables):
+        columns[columns.index("ci_low"):columns.index("ci_low")] = ["base_miou", "novel_miou", "harmonic_miou"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -122,10 +132,12 @@ def to_markdown(tables: list[LeaderboardTable]) -> str:
         return "No complete runs match.\n"
     out = []
     for table in tables:
+        gfss = table.task == "gfss"
         header = ["method", "backbone", "weights"]
         for shot in table.shots:
             header += [f"{shot}-shot fold{f}" for f in table.folds]
-            header += [f"{shot}-shot mean", "95% CI", "FB-IoU", "s/episode", "peak MB"]
+            header += ([f"{shot}-shot base", "novel", "mean", "harmonic", "s/query", "peak MB"] if gfss else
+                       [f"{shot}-shot mean", "95% CI", "FB-IoU", "s/episode", "peak MB"])
         lines = [f"### {table.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
         def sort_key(item):
@@ -139,10 +151,15 @@ def to_markdown(tables: list[LeaderboardTable]) -> str:
                 c = _cells(by_shot.get(shot), table.folds)
                 ci = f"[{_num(c['ci_low'])}, {_num(c['ci_high'])}]" if c.get("ci_low") is not None else "—"
                 cells += [_num(c.get(f"fold{f}")) for f in table.folds]
-                cells += [_num(c.get("mean_miou")), ci, _num(c.get("fbiou")), _num(c.get("s_per_episode"), 3),
-                          _num(c.get("peak_memory_mb"), 0)]
+                scores = ([c.get("base_miou"), c.get("novel_miou"), c.get("mean_miou"), c.get("harmonic_miou")] if gfss
+                          else [c.get("mean_miou"), ci, c.get("fbiou")])
+                cells += [v if isinstance(v, str) else _num(v) for v in scores]
+                cells += [_num(c.get("s_per_episode"), 3), _num(c.get("peak_memory_mb"), 0)]
             lines.append("| " + " | ".join(cells) + " |")
         out.append("\n".join(lines))
     note = ("mIoU and FB-IoU x100 (HSNet class-accumulated); mean over folds with a 95% bootstrap interval over "
             "episodes; s/episode and peak memory as measured on each run's device (see its record).")
+    if any(table.task == "gfss" for table in tables):
+        note += (" Generalized FSS (DIaM): fold columns hold each fold's mean of base and novel mIoU; base, novel, "
+                 "mean and harmonic are averaged over runs, then folds.")
     return "\n\n".join(out) + "\n\n" + note + "\n"

@@ -57,3 +57,24 @@ class Thresholded(_Base):
     def predict(self, batch):
         foreground = batch.query_images[:, 1] > self.options["threshold"]
         return (~foreground if self.options["invert"] else foreground).float()
+
+
+class GfssFirstNovel(_Base):
+    """Generalized FSS: the truth, except that every base pixel is called the first novel class;
+    can be told to be interrupted at its n-th call."""
+
+    tasks = frozenset({"gfss"})
+    needs_query_ground_truth = True
+    interrupt_at: int | None = None
+    calls = 0
+
+    def adapt(self, labels, supports):
+        self.first_novel = 1 + len(labels.base)
+        assert set(supports.labels.unique().tolist()) <= {0, 255, *range(self.first_novel, labels.size)}
+
+    def segment(self, images, truth=None):
+        GfssFirstNovel.calls += 1
+        if GfssFirstNovel.calls == GfssFirstNovel.interrupt_at:
+            raise KeyboardInterrupt
+        labels = truth.masked_fill(truth == 255, 0)
+        return labels.masked_fill((labels > 0) & (labels < self.first_novel), self.first_novel)

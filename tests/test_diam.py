@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from protocols.diam import DiamRun, gfss_scores, sample_diam_run
+from fssbench.gfss_metrics import gfss_scores
+from fssbench.protocols.diam import DiamRun, sample_diam_run
 
 H = W = 136  # 18496 pixels, so an image can hold one class above 16*32*32 = 16384
 
