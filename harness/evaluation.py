@@ -27,7 +27,7 @@ from fssbench.runner import run_fold
 from fssbench.specs import ProtocolSpec, Resolution
 from fssbench.statistics import bootstrap_interval
 from fssbench.store import STORE_NAME, ResultsStore
-from fssbench.timing import MemoryProbe, latency_summary
+from fssbench.timing import MemoryProbe, latency_summary, now
 from fssbench.weights import parse_weight_flags, resolve_weights, sha256_of_path
 
 
@@ -127,12 +127,14 @@ def evaluate(request: EvalRequest, on_progress: Callable[..., Any] | None = None
     manifests = protocol_manifests(spec, reader, folds, seed, request.episodes)
 
     adapter = adapter_class(options, backbone)
+    setup_started = now()
     adapter.setup(SetupContext(device=device, weights=weights, random_init=request.random_init, shot=spec.shot,
                                resolution=spec.resolution.size, seed=seed, class_names=reader.class_names))
+    setup_s = now() - setup_started
     weight_hashes = "random-init" if request.random_init else {
         name: sha256_of_path(path) for name, path in {**adapter.packaged_weights(), **weights}.items()}
     record = _new_record(request, spec, reader, seed, folds, device)
-    record.update(backbone=adapter.backbone, weights=weight_hashes, options=options,
+    record.update(backbone=adapter.backbone, weights=weight_hashes, options=options, setup_s=setup_s,
                   variant=describe_options(changed_options(adapter_class, options)))
     identity = {key: record[key] for key in ("method", "backbone", "weights", "options", "protocol_sha256", "dataset",
                                              "seed", "folds", "episodes_cap", "evaluation_resolution")}
@@ -252,6 +254,7 @@ def _new_record(request: EvalRequest, spec: ProtocolSpec, reader: DatasetReader,
         "backbone": None,
         "options": None,
         "variant": "",
+        "setup_s": None,
         "weights": None,
         "batch_size": request.batch_size,
         "timing_only": request.random_init,

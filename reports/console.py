@@ -31,13 +31,17 @@ def run_summary(record: dict[str, Any]) -> Table:
     table.caption = (f"compute median {_fmt(timing['compute_ms_median'])} ms/episode, "
                      f"{_fmt(timing['episodes_per_s'], 2)} episodes/s, peak memory "
                      f"{_fmt(timing['peak_memory_mb'], 0)} MB ({timing['memory']['kind']}), "
-                     f"{timing['warmup_episodes']} warm-up episodes excluded")
+                     f"{timing['warmup_episodes']} warm-up episodes excluded; set-up {_fmt(record.get('setup_s'))} s")
     return table
 
 
 def _fss_rows(table: Table, record: dict[str, Any]) -> None:
     for column in ("fold", "mIoU", "95% CI", "FB-IoU", "episodes", "manifest"):
         table.add_column(column, justify="right")
+    if record["timing_only"]:  # scores of random weights mean nothing: never show them
+        for result in record["results"]:
+            table.add_row(str(result["fold"]), "--", "--", "--", str(result["episodes"]), result["manifest_sha256"][:12])
+        return
     for result in record["results"]:
         table.add_row(str(result["fold"]), _fmt(result["miou"]), _interval(result.get("miou_ci95")),
                       _fmt(result["fbiou"]), str(result["episodes"]), result["manifest_sha256"][:12])
