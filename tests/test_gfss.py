@@ -119,3 +119,11 @@ def test_leaderboard_shows_base_novel_mean_harmonic(cli, tmp_path):
     markdown = to_markdown(build_tables([record]))
     assert "| 1-shot base | novel | mean | harmonic | s/query |" in markdown
     assert "| oracle | - | none | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 |" in markdown
+
+
+def test_episodes_prints_each_run_header_then_its_queries(cli):
+    lines = [json.loads(line) for line in cli("episodes", "-p", "gfss-demo-1shot", "--fold", "0").stdout.splitlines()]
+    headers = [line for line in lines if "supports" in line]
+    assert [h["run"] for h in headers] == [0, 1, 2, 3, 4] and "supports" in lines[0]
+    assert [c for c, _ in headers[0]["supports"]] == [0, 1, 2, 3]
+    assert lines[1] == {"run": 0, "index": 0, "query": lines[1]["query"]}
