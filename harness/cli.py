@@ -25,6 +25,8 @@ runs_app = typer.Typer(no_args_is_help=True, help="Browse the results store.")
 app.add_typer(runs_app, name="runs")
 data_app = typer.Typer(no_args_is_help=True, help="Check datasets on disk.")
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(no_args_is_help=True, help="Train methods that need training (on base classes only).")
+app.add_typer(train_app, name="train")
 
 stdout = Console(width=None if sys.stdout.isatty() else 200)  # full tables in logs and pipes
 stderr = Console(stderr=True, soft_wrap=True)
@@ -90,6 +92,79 @@ def eval_command(
 
     stdout.print(run_summary(record))
     stdout.print(f"run record: {path}")
+
+
+@train_app.command("diffup")
+def train_diffup_command(
+    protocol: str = typer.Option(..., "--protocol", "-p", help="Protocol whose dataset, folds and shot to train for."),
+    fold: int = typer.Option(..., "--fold", help="Held-out fold: training uses the other folds' classes."),
+    backbone: str = typer.Option("efficientnet-lite0", help="Frozen backbone (fssbench list backbones)."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint file to write (atomically, every few steps)."),
+    config: str = typer.Option("paper", help="paper (the paper's GPU-scale settings) or small (CPU, minutes)."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Optimizer steps (default: the config's epochs)."),
+    seed: int = typer.Option(0, help="Seed of the decoder's initial weights, batches and noise."),
+    device: str = typer.Option("auto", help="auto (cuda when available), cpu, cuda or cuda:N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the checkpoint at --out."),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+    backbone_weights: Optional[Path] = typer.Option(None, help="The backbone's weights (none for efficientnet-lite*)."),
+) -> None:
+    """Train DiffUp's decoder episodically on a fold's base classes."""
+    from fssbench.adapters.diffup.training import train_diffup
+    from fssbench.evaluation import data_root_from, open_reader, resolve_folds
+
+    spec = registry.protocols.get(protocol)
+    resolve_folds(spec, str(fold))
+    reader = open_reader(spec, data_root_from(data_root))
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        path = train_diffup(reader, fold, spec.folds, backbone, out, config=config, steps=steps, seed=seed,
+                            device=device, resume=resume, shot=spec.shot, backbone_weights=backbone_weights)
+    except KeyboardInterrupt:
+        stderr.print(f"[yellow]interrupted[/yellow]: the last checkpoint is in {out}; continue with --resume")
+        raise typer.Exit(130) from None
+    stdout.print(f"checkpoint: {path}  (evaluate with --weights decoder={path})")
+
+
+@app.command("upgrade")
+def upgrade_command(
+    method: str = typer.Option("diffup", "--method", "-m", help="A method whose decoder runs on any backbone."),
+    protocol: str = typer.Option(..., "--protocol", "-p"),
+    weights: list[str] = typer.Option([], "--weights", help="NAME=PATH, e.g. decoder=CKPT; repeatable."),
+    before: str = typer.Option(..., "--from", help="Backbone the decoder was trained with."),
+    after: str = typer.Option(..., "--to", help="Backbone to swap in without re-training."),
+    from_weights: Optional[Path] = typer.Option(None, help="Weights of the --from backbone (none for efficientnet-lite*)."),
+    to_weights: Optional[Path] = typer.Option(None, help="Weights of the --to backbone (none for efficientnet-lite*)."),
+    fold: str = typer.Option("all", help="Fold number, or 'all'."),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+    out: Path = typer.Option(Path("fssbench-results"), help="Where run records and the table are written."),
+    device: str = typer.Option("auto", help="auto (cuda when available), cpu, cuda or cuda:N."),
+    episodes: Optional[int] = typer.Option(None, min=1, help="Only the first N episodes per fold (recorded)."),
+    options: list[str] = typer.Option([], "--option", help="NAME=VALUE of a method option; repeatable."),
+) -> None:
+    """Evaluate one decoder with two backbones and write the before/after/delta table (Markdown and CSV)."""
+    from fssbench.adapters.diffup.upgrade import upgrade_csv, upgrade_markdown
+    from fssbench.evaluation import EvalRequest, evaluate
+    from fssbench.files import atomic_write_text
+    from fssbench.progress import episode_progress
+
+    records = []
+    signal.signal(signal.SIGTERM, _interrupt)
+    for backbone, backbone_weights in ((before, from_weights), (after, to_weights)):
+        flags = weights + ([f"backbone={backbone_weights}"] if backbone_weights else [])
+        request = EvalRequest(method=method, protocol=protocol, fold=fold, data_root=data_root, out=out,
+                              device=device, episodes=episodes, weights=flags, options=options, backbone=backbone)
+        try:
+            with episode_progress(f"{method} {backbone} {protocol}") as start:
+                records.append(evaluate(request, on_progress=start)[0])
+        except KeyboardInterrupt:
+            stderr.print("[yellow]interrupted[/yellow]: the finished episodes are journaled; run the same command "
+                         "again to resume")
+            raise typer.Exit(130) from None
+    stem = out / f"upgrade-{method}-{protocol}-{before}-to-{after}"
+    atomic_write_text(stem.with_suffix(".md"), upgrade_markdown(*records))
+    atomic_write_text(stem.with_suffix(".csv"), upgrade_csv(*records))
+    stdout.print(upgrade_markdown(*records))
+    stdout.print(f"written: {stem}.md and {stem}.csv")
 
 
 @app.command("episodes")

