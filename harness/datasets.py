@@ -56,13 +56,15 @@ class DatasetReader(ABC):
     def fold_classes(self, fold: int) -> list[int]:
         """0-based class ids evaluated in `fold`, in the dataset's order."""
 
-    def gfss_files(self) -> list[Path]:
-        """The generalized FSS query list (DIaM's lists/<dataset>/val.txt) for datasets that have one."""
-        raise UsageError(f"dataset {self.name!r} has no generalized FSS protocol (it has no DIaM val list)")
+    def image_list_files(self) -> list[Path]:
+        """The whole-image val list `lists/<dataset>/val.txt` (PFENet's lists, used by PFENet and DIaM)."""
+        raise UsageError(f"dataset {self.name!r} has no whole-image val list (PFENet's and DIaM's lists/<dataset>/"
+                         "val.txt), which PFENet's and generalized FSS protocols need")
 
-    def gfss_list(self) -> list[str]:
-        """Image ids of the generalized FSS val list, in file order."""
-        raise UsageError(f"dataset {self.name!r} has no generalized FSS protocol (it has no DIaM val list)")
+    def image_list(self) -> list[str]:
+        """Image ids of the whole-image val list, in file order."""
+        raise UsageError(f"dataset {self.name!r} has no whole-image val list (PFENet's and DIaM's lists/<dataset>/"
+                         "val.txt), which PFENet's and generalized FSS protocols need")
 
     @abstractmethod
     def split_list(self, split: str, fold: int) -> list[tuple[str, int]]:

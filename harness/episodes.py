@@ -139,7 +139,7 @@ def build_manifest(
         "fold": fold,
         "shot": spec.shot,
         "seed": seed,
-        "split_lists_sha256": sha256_of_files(reader.gfss_files() if spec.task == "gfss" else reader.split_files(fold)),
+        "split_lists_sha256": sha256_of_files(input_files(sampler, reader, fold, params)),
     }
     key = hashlib.sha256(canonical_json(key_material).encode()).hexdigest()
     kind = GfssManifest if spec.task == "gfss" else Manifest
@@ -149,6 +149,13 @@ def build_manifest(
     manifest = kind(tuple(sampler(reader, fold=fold, shot=spec.shot, seed=seed, **params)))
     _write_cached(cache_dir, key, manifest)
     return manifest
+
+
+def input_files(sampler: Sampler, reader: DatasetReader, fold: int, params: dict[str, Any]) -> list[Path]:
+    """The list files a sampler reads: by default the reader's split lists of the fold; samplers that
+    read others name them with an `input_files(reader, fold, **params)` attribute."""
+    declared = getattr(sampler, "input_files", None)
+    return declared(reader, fold, **params) if declared else reader.split_files(fold)
 
 
 def _cache_file(cache_dir: Path, key: str) -> Path:

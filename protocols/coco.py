@@ -72,12 +72,12 @@ class CocoDataset(DatasetReader):
     def split_files(self, fold: int) -> list[Path]:
         return [self.pickle_path("val", fold)]
 
-    def gfss_files(self) -> list[Path]:
+    def image_list_files(self) -> list[Path]:
         return [self.root / "lists" / "coco" / "val.txt"]
 
-    def gfss_list(self) -> list[str]:
+    def image_list(self) -> list[str]:
         """DIaM's `<...>/val2014/<name>.jpg <label path>` lines, as `val2014/<name>.jpg` ids."""
-        return read_diam_list(self.gfss_files()[0], lambda image: "/".join(PurePosixPath(image).parts[-2:]))
+        return read_diam_list(self.image_list_files()[0], lambda image: "/".join(PurePosixPath(image).parts[-2:]))
 
     def split_list(self, split: str, fold: int) -> list[tuple[str, int]]:
         """(entry, class id) pairs, classes and entries in the pickle's stored order."""

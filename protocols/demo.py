@@ -193,10 +193,10 @@ class DemoDataset(PairListDataset):
         ensure_generated(root)
         return cls(root)
 
-    def gfss_files(self) -> list[Path]:
+    def image_list_files(self) -> list[Path]:
         return [self.split_path("val", fold) for fold in range(FOLDS)]
 
-    def gfss_list(self) -> list[str]:
+    def image_list(self) -> list[str]:
         """The demo's stand-in for DIaM's val list: every val image once, in split-list order."""
         lines = (image_id for fold in range(FOLDS) for image_id, _ in self.split_list("val", fold))
         return list(dict.fromkeys(lines))

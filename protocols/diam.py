@@ -177,7 +177,7 @@ def sample_diam_manifest(reader: DatasetReader, fold: int, shot: int, seed: int 
     `queries` keeps each run's first N queries in list order: DIaM's COCO test evaluates 10000 queries
     that its shuffling DataLoader draws from torch's RNG, which fssbench does not reproduce, so the COCO
     protocol is the named variant "first 10000 in file order" (see docs/gfss-diam.md)."""
-    image_ids = reader.gfss_list()
+    image_ids = reader.image_list()
     areas = {image_id: label_areas(reader, image_id) for image_id in dict.fromkeys(image_ids)}
     novel = sorted(c + 1 for c in reader.fold_classes(fold))
     base = [v for v in range(1, len(reader.class_names) + 1) if v not in novel]
@@ -191,3 +191,11 @@ def sample_diam_manifest(reader: DatasetReader, fold: int, shot: int, seed: int 
         supports = tuple((value - 1, drawn.supports[value]) for value in novel)
         result.append(GfssRun(fold, run, supports, drawn.queries[:queries] if queries else drawn.queries))
     return result
+
+
+def diam_input_files(reader: DatasetReader, fold: int, **params) -> list[Path]:
+    """The list a DIaM manifest is built from (besides the label maps it reads for class areas)."""
+    return reader.image_list_files()
+
+
+sample_diam_manifest.input_files = diam_input_files  # what harness/episodes.py hashes into the cache key

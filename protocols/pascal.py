@@ -65,12 +65,12 @@ class PascalDataset(PairListDataset):
               "    splits/pascal/val/fold<i>.txt           (HSNet's data/splits/pascal: lines <id>__<class>)\n"
               "    lists/pascal/val.txt                    (generalized FSS only: DIaM's lists/pascal/val.txt)")
 
-    def gfss_files(self) -> list[Path]:
+    def image_list_files(self) -> list[Path]:
         return [self.root / "lists" / "pascal" / "val.txt"]
 
-    def gfss_list(self) -> list[str]:
+    def image_list(self) -> list[str]:
         """DIaM's `JPEGImages/<id>.jpg SegmentationClassAug/<id>.png` lines, as VOC ids."""
-        return read_diam_list(self.gfss_files()[0], lambda image: PurePosixPath(image).stem)
+        return read_diam_list(self.image_list_files()[0], lambda image: PurePosixPath(image).stem)
 
     def image_path(self, image_id: str) -> Path:
         return self.inside_root(f"VOC2012/JPEGImages/{image_id}.jpg", f"image id {image_id!r}")

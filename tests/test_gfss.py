@@ -27,7 +27,7 @@ def test_pad_size_is_diams_find_new_hw(height, width, expected):
 
 def test_pad_mode_puts_the_image_top_left_and_ignores_the_padding(demo_reader):
     loader = EpisodeLoader(demo_reader, 417, mode="pad")
-    image_id = demo_reader.gfss_list()[0]
+    image_id = demo_reader.image_list()[0]
     image, label = loader.image_and_label(image_id)
     original = demo_reader.decode_label(__import__("PIL.Image").Image.open(demo_reader.label_path(image_id)))
     height, width = pad_size(*original.shape, 417)
