@@ -11,7 +11,6 @@ comprehension over the global `random`. Both run on small data trees in the layo
 from __future__ import annotations
 
 import dataclasses
-
 import random
 from pathlib import Path
 
