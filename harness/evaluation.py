@@ -112,9 +112,9 @@ def evaluate(request: EvalRequest, on_progress: Callable[..., Any] | None = None
     spec = registry.protocols.get(request.protocol)
     if request.eval_size is not None:
         spec = replace(spec, resolution=Resolution(spec.resolution.mode, request.eval_size))
-    if request.original_resolution and (spec.task == "gfss" or spec.resolution.mode != "squash"):
-        raise UsageError(f"--original-resolution applies to squash-resized FSS protocols; {spec.name!r} scores "
-                         f"at its {spec.resolution.describe()} canvas as its reference does")
+    if request.original_resolution and spec.task == "gfss":
+        raise UsageError(f"--original-resolution applies to FSS protocols; {spec.name!r} scores at its "
+                         f"{spec.resolution.describe()} canvas as DIaM does")
     adapter_class: type[Adapter] = registry.methods.get(request.method)
     check_compatible(request.method, adapter_class, spec)
     weights = resolve_weights(request.method, adapter_class, parse_weight_flags(request.weights), request.random_init)

@@ -38,10 +38,13 @@ def check_prediction(prediction: object, expected: tuple[int, ...], episodes: li
     return prediction > 0.5
 
 
-def upsample_prediction(prediction: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Foreground at the query's original size: bilinear (align_corners=True, as HSNet) then > 0.5."""
-    upsampled = F.interpolate(prediction[None, None].float(), size, mode="bilinear", align_corners=True)
-    return upsampled[0, 0] > 0.5
+def upsample_prediction(prediction: torch.Tensor, size: tuple[int, int], padded: bool = False) -> torch.Tensor:
+    """Foreground at the query's original size: bilinear (align_corners=True, as HSNet) then > 0.5. A
+    padded canvas is brought to a max(H, W) square and its top-left H x W kept (PFENet's ori_resize)."""
+    height, width = size
+    target = (max(size), max(size)) if padded else size
+    upsampled = F.interpolate(prediction[None, None].float(), target, mode="bilinear", align_corners=True)
+    return upsampled[0, 0, :height, :width] > 0.5
 
 
 def make_batch(episodes: list[Episode], loaded: list[LoadedEpisode], class_names: list[str],
@@ -87,7 +90,7 @@ def run_fold(
         synchronize(device)
         predicted_at = now()
         masks = check_prediction(prediction, (len(chunk), size, size), chunk, method)
-        scores = [_score(episode, item, mask, prediction[i], device)
+        scores = [_score(episode, item, mask, prediction[i], device, loader.mode == "pad")
                   for i, (episode, item, mask) in enumerate(zip(chunk, loaded, masks))]
         share = 1000 / len(chunk)
         milliseconds = tuple(share * t for t in (loaded_at - started, predicted_at - loaded_at, now() - predicted_at))
@@ -103,10 +106,10 @@ def _load(loader: EpisodeLoader, episode: Episode) -> LoadedEpisode:
 
 
 def _score(episode: Episode, loaded: LoadedEpisode, mask: torch.Tensor, prediction: torch.Tensor,
-           device: torch.device) -> EpisodeScore:
+           device: torch.device, padded: bool) -> EpisodeScore:
     truth = loaded.scored_mask.to(device)
-    if truth.shape != mask.shape:  # original-resolution mode: HSNet's bilinear upsampling of the output
-        mask = upsample_prediction(prediction, tuple(truth.shape))
+    if truth.shape != mask.shape:  # original-resolution mode: bilinear upsampling of the output
+        mask = upsample_prediction(prediction, tuple(truth.shape), padded)
     ignore = loaded.scored_ignore.to(device) if loaded.scored_ignore is not None else None
     inter, union = episode_counts(mask, truth, ignore)
     return EpisodeScore(episode.index, episode.class_id, inter, union)

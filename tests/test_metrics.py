@@ -76,3 +76,16 @@ def test_vote_merge_divides_by_the_maximum_vote_and_thresholds_at_half():
     two = torch.stack([masks("110"), masks("100"), masks("000"), masks("000"), masks("000")]).float()
     assert vote_merge(two).tolist() == [[1.0, 1.0, 0.0]]
     assert vote_merge(torch.zeros(3, 1, 2)).tolist() == [[0.0, 0.0]]
+
+
+def test_original_size_upsampling_of_a_padded_canvas_keeps_its_top_left_like_pfenet():
+    from fssbench.runner import upsample_prediction
+
+    canvas = torch.zeros(9, 9)
+    canvas[:5, :] = 1  # a landscape image fills the top rows of the canvas; the rest is padding
+    mask = upsample_prediction(canvas, (40, 80), padded=True)  # stretched to 80x80, top-left 40x80 kept
+    assert mask.shape == (40, 80) and mask.all()
+    squashed = upsample_prediction(canvas, (40, 80))  # HSNet: the whole canvas stretched to 40x80
+    assert not squashed[-1].any()
+    square = torch.rand(9, 9)
+    assert torch.equal(upsample_prediction(square, (30, 30), padded=True), upsample_prediction(square, (30, 30)))
