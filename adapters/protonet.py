@@ -6,6 +6,11 @@ background prototype (from the pixels the support annotation labels: all of them
 box or scribble regions otherwise); the K supports' prototypes are averaged. The query's foreground probability is
 a softmax over its scaled cosine similarity to the two prototypes (scale 20, as PANet), upsampled
 bilinearly to the evaluation resolution.
+
+In the three steps of affinity-based segmentation (fssbench.adapters.affinity), the affinities S+
+and S- are the query's cosine similarities to the foreground and background prototypes, and the
+references are combined at the prototype (their mean, or a weighted sum when a booster gives
+weights); steps 2-3 are the scaled softmax.
 """
 
 from __future__ import annotations
@@ -15,8 +20,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fssbench.adapter import Adapter, EpisodeBatch, SetupContext
+from fssbench.adapter import EpisodeBatch, SetupContext
+from fssbench.adapters.affinity import (Affinity, AffinityAdapter, Encoded, References, combine_references,
+                                        masked_average, reference_prototypes)
 from fssbench.adapters.backbones import EfficientNetLiteFeatures, efficientnet_lite_weights
+
+__all__ = ["ProtoNetAdapter", "dense_features", "masked_average", "prototype_probabilities"]
 
 COSINE_SCALE = 20.0
 
@@ -29,20 +38,24 @@ def dense_features(backbone: EfficientNetLiteFeatures, images: torch.Tensor) -> 
     return F.normalize(torch.cat(upsampled, dim=1), dim=1)
 
 
-def masked_average(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """features [N, C, h, w], masks [N, H, W] in [0, 1] -> prototypes [N, C]."""
-    weights = F.interpolate(masks[:, None], features.shape[-2:], mode="bilinear", align_corners=False)
-    return (features * weights).sum(dim=(2, 3)) / weights.sum(dim=(2, 3)).clamp(min=1e-6)
+def prototype_affinity(query: torch.Tensor, foreground: torch.Tensor, background: torch.Tensor) -> Affinity:
+    """query [B, C, h, w] (unit norm), prototypes [B, C] -> cosine similarities S+ and S- [B, h, w]."""
+    prototypes = F.normalize(torch.stack([background, foreground], dim=1), dim=2)  # [B, 2, C]
+    similarity = torch.einsum("bchw,bkc->bkhw", query, prototypes)
+    return Affinity(positive=similarity[:, 1], negative=similarity[:, 0])
+
+
+def affinity_probabilities(affinity: Affinity) -> torch.Tensor:
+    """Foreground probability [B, h, w]: softmax over the scaled similarities to the two prototypes."""
+    return (COSINE_SCALE * torch.stack([affinity.negative, affinity.positive], dim=1)).softmax(dim=1)[:, 1]
 
 
 def prototype_probabilities(query: torch.Tensor, foreground: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """query [B, C, h, w], prototypes [B, C] -> foreground probability [B, h, w]."""
-    prototypes = F.normalize(torch.stack([background, foreground], dim=1), dim=2)  # [B, 2, C]
-    similarity = torch.einsum("bchw,bkc->bkhw", query, prototypes)
-    return (COSINE_SCALE * similarity).softmax(dim=1)[:, 1]
+    return affinity_probabilities(prototype_affinity(query, foreground, background))
 
 
-class ProtoNetAdapter(Adapter):
+class ProtoNetAdapter(AffinityAdapter):
     description = "training-free prototypes + cosine similarity on ImageNet EfficientNet-Lite0 features"
     support_annotations = frozenset({"mask", "box", "scribble"})
     variant = 0
@@ -58,20 +71,19 @@ class ProtoNetAdapter(Adapter):
         torch.manual_seed(context.seed)
         self.features = EfficientNetLiteFeatures(self.variant, random_init=context.random_init).to(context.device)
 
-    def prototypes(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Query features [B, C, h, w] and the K-averaged foreground and background prototypes [B, C]."""
+    def encode(self, batch: EpisodeBatch) -> Encoded:
         b, k = batch.support_masks.shape[:2]
         images = torch.cat([batch.query_images, batch.support_images.flatten(0, 1)])
         features = dense_features(self.features, images)
-        query, support = features[:b], features[b:]
-        masks = batch.support_masks.flatten(0, 1)
-        labelled_background = batch.support_labelled.flatten(0, 1) * (1 - masks)
-        foreground = masked_average(support, masks).view(b, k, -1).mean(dim=1)
-        background = masked_average(support, labelled_background).view(b, k, -1).mean(dim=1)
-        return query, foreground, background
+        support = features[b:].view(b, k, *features.shape[1:])
+        return Encoded(features[:b], References.of_supports(support, batch), tuple(batch.query_images.shape[-2:]))
 
-    def predict(self, batch: EpisodeBatch) -> torch.Tensor:
-        query, foreground, background = self.prototypes(batch)
-        probability = prototype_probabilities(query, foreground, background)
-        return F.interpolate(probability[:, None], batch.query_images.shape[-2:], mode="bilinear",
-                             align_corners=False)[:, 0]
+    def affinity(self, encoded: Encoded, references: References, foreground_weights: torch.Tensor | None = None,
+                 background_weights: torch.Tensor | None = None) -> Affinity:
+        foreground, background = reference_prototypes(references)
+        return prototype_affinity(encoded.query_features, combine_references(foreground, foreground_weights),
+                                  combine_references(background, background_weights))
+
+    def segment(self, encoded: Encoded, affinity: Affinity) -> torch.Tensor:
+        probability = affinity_probabilities(affinity)
+        return F.interpolate(probability[:, None], encoded.image_size, mode="bilinear", align_corners=False)[:, 0]
