@@ -91,27 +91,34 @@ class EpisodeLoader:
         if self.original_resolution:
             self._original_labels[image_id] = torch.from_numpy(np.array(label)).to(torch.int16)
         if self.mode == "pad":
-            return self._pad(image.convert("RGB"), label)
+            return self._pad(image.convert("RGB")), self._resize_map(label)
         resized = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
         image_tensor = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).contiguous()
-        return image_tensor, self._resize_label(label)
+        return image_tensor, self._resize_map(label)
 
     def _resize_label(self, label: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
         label = torch.from_numpy(np.array(label)).float()
         return F.interpolate(label[None, None], size or (self.size, self.size), mode="nearest")[0, 0].to(torch.int16)
 
-    def _pad(self, image: Image.Image, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """DIaM's Resize: cv2 INTER_LINEAR image and INTER_NEAREST label at the aspect-kept size,
-        top-left in a size x size canvas of 0 (image) and PADDING (label). DIaM resizes float images;
-        here the result is rounded to uint8 like every image the loader hands out (< 0.5/255)."""
+    def _resize_map(self, label: np.ndarray) -> torch.Tensor:
+        """A label or instance map at the evaluation resolution, squashed or padded like its image."""
+        if self.mode != "pad":
+            return self._resize_label(label)
+        height, width = pad_size(*np.shape(label), self.size)
+        padded = torch.full((self.size, self.size), PADDING, dtype=torch.int16)
+        padded[:height, :width] = self._resize_label(label, (height, width))
+        return padded
+
+    def _pad(self, image: Image.Image) -> torch.Tensor:
+        """DIaM's (and PFENet's) Resize: cv2 INTER_LINEAR at the aspect-kept size, top-left in a size x size
+        canvas of 0; labels go the same way with INTER_NEAREST and PADDING (`_resize_map`). DIaM resizes
+        float images; here the result is rounded to uint8 like every image the loader hands out (< 0.5/255)."""
         height, width = pad_size(image.height, image.width, self.size)
         pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float()
         resized = F.interpolate(pixels, (height, width), mode="bilinear", align_corners=False)[0]
         image_tensor = torch.zeros(3, self.size, self.size, dtype=torch.uint8)
         image_tensor[:, :height, :width] = resized.round().clamp(0, 255).to(torch.uint8)
-        label_tensor = torch.full((self.size, self.size), PADDING, dtype=torch.int16)
-        label_tensor[:height, :width] = self._resize_label(label, (height, width))
-        return image_tensor, label_tensor
+        return image_tensor
 
     def ignore(self, label: torch.Tensor) -> torch.Tensor | None:
         """Pixels excluded from scoring: the dataset's ignore label, and padding."""
@@ -125,7 +132,7 @@ class EpisodeLoader:
             path = self.reader.instance_path(image_id)
             if path is None:
                 raise DataError(f"box supports need instance maps, and dataset {self.reader.name!r} has none")
-            self._instances[image_id] = self._resize_label(np.asarray(read_image(path)))
+            self._instances[image_id] = self._resize_map(np.asarray(read_image(path)))
         return self._instances[image_id]
 
     def load(self, episode: Episode) -> LoadedEpisode:

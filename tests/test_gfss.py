@@ -127,3 +127,10 @@ def test_episodes_prints_each_run_header_then_its_queries(cli):
     assert [h["run"] for h in headers] == [0, 1, 2, 3, 4] and "supports" in lines[0]
     assert [c for c, _ in headers[0]["supports"]] == [0, 1, 2, 3]
     assert lines[1] == {"run": 0, "index": 0, "query": lines[1]["query"]}
+
+
+def test_pad_mode_pads_instance_maps_like_labels(demo_reader):
+    loader = EpisodeLoader(demo_reader, 417, mode="pad")
+    image_id = demo_reader.image_list()[0]
+    _, label = loader.image_and_label(image_id)
+    assert torch.equal(loader.instances(image_id), label)  # the demo's instance map is its label map
