@@ -245,9 +245,16 @@ def reference_weights(references: References, reweight: bool) -> tuple[torch.Ten
 
 
 class GsmAdapter(Adapter):
-    """GSM around `base_method`; the subclasses copy the base's declarations next to GSM's options."""
+    """GSM around `base_method`: a subclass takes the base's declarations, and its options next to GSM's."""
 
     base_method: ClassVar[type[AffinityAdapter]]
+    qsm_size: ClassVar[int]  # the side of QSM's clustering grid (see the module docstring)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.support_annotations = cls.base_method.support_annotations
+        cls.weights = cls.base_method.weights
+        cls.option_defaults = {**cls.base_method.option_defaults, **GSM_OPTION_DEFAULTS, "qsm_size": cls.qsm_size}
 
     def __init__(self, options: dict[str, OptionValue] | None = None, backbone: str | None = None) -> None:
         super().__init__(options, backbone)
@@ -290,16 +297,10 @@ class GsmAdapter(Adapter):
 class GsmProtoNetAdapter(GsmAdapter):
     description = "GSM (TSR, QSM, RR) boosting protonet, training-free"
     base_method = ProtoNetAdapter
-    support_annotations = ProtoNetAdapter.support_annotations
-    weights = ProtoNetAdapter.weights
-    # QSM on protonet's 50x50 stride-8 grid (at 400x400) pooled to 25x25: see the module docstring
-    option_defaults = {**ProtoNetAdapter.option_defaults, **GSM_OPTION_DEFAULTS, "qsm_size": 25}
+    qsm_size = 25  # protonet's 50x50 stride-8 grid (at 400x400) pooled to 25x25
 
 
 class GsmAffinitySamAdapter(GsmAdapter):
     description = "GSM (TSR, QSM, RR) boosting affinity-sam, training-free"
     base_method = AffinitySamAdapter
-    support_annotations = AffinitySamAdapter.support_annotations
-    weights = AffinitySamAdapter.weights
-    # QSM on DINOv2's full 37x37 grid, as the paper
-    option_defaults = {**AffinitySamAdapter.option_defaults, **GSM_OPTION_DEFAULTS, "qsm_size": 37}
+    qsm_size = 37  # DINOv2's full 37x37 grid, as the paper

@@ -44,6 +44,17 @@ class Episode:
         return cls(data["index"], data["fold"], data["class_id"], data["query"], tuple(data["supports"]))
 
 
+def lines_sha256(lines: list[str]) -> str:
+    """A manifest's hash: sha256 of its canonical lines joined by newlines."""
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def checked_cap(count: int) -> int:
+    if count < 1:
+        raise UsageError(f"--episodes must be at least 1, got {count}")
+    return count
+
+
 @dataclass(frozen=True)
 class Manifest:
     episodes: tuple[Episode, ...]
@@ -53,12 +64,10 @@ class Manifest:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256("\n".join(self.lines()).encode()).hexdigest()
+        return lines_sha256(self.lines())
 
     def head(self, count: int) -> "Manifest":
-        if count < 1:
-            raise UsageError(f"--episodes must be at least 1, got {count}")
-        return Manifest(self.episodes[:count])
+        return Manifest(self.episodes[:checked_cap(count)])
 
     def __len__(self) -> int:
         return len(self.episodes)
@@ -94,11 +103,10 @@ class GfssManifest:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256("\n".join(self.lines()).encode()).hexdigest()
+        return lines_sha256(self.lines())
 
     def head(self, count: int) -> "GfssManifest":
-        if count < 1:
-            raise UsageError(f"--episodes must be at least 1, got {count}")
+        count = checked_cap(count)
         return GfssManifest(tuple(GfssRun(r.fold, r.run, r.supports, r.queries[:count]) for r in self.runs))
 
     def __len__(self) -> int:
