@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import secrets
 import subprocess
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,22 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of fssbench's own dependencies (extras left out), None where one is missing."""
+    def installed(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    try:
+        requirements = metadata.requires("fssbench") or []
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return {}
+    names = sorted({re.split(r"[\s<>=!~;\[(]", line, maxsplit=1)[0] for line in requirements if "extra ==" not in line})
+    return {name: installed(name) for name in names}
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     on_cuda = device.type == "cuda"
     return {
@@ -69,6 +87,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "packages": package_versions(),
     }
 
 

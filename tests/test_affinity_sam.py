@@ -65,8 +65,8 @@ def test_mask_growth_keeps_masks_on_the_prior_and_falls_back_to_the_best_one():
     on[0, :2, :2], on[1, :2, 2:] = True, True
     off[0, 2:, :] = True
     off[1, 1:, :2] = True
-    assert torch.equal(grow_masks(torch.cat([off[:1], on]), prior, semantic), on[0] | on[1])
-    assert torch.equal(grow_masks(off, prior, semantic), off[1])  # none kept: the higher mean S+ - S-
+    torch.testing.assert_close(grow_masks(torch.cat([off[:1], on]), prior, semantic), on[0] | on[1], rtol=0, atol=0)
+    torch.testing.assert_close(grow_masks(off, prior, semantic), off[1], rtol=0, atol=0)  # none kept: the higher mean S+ - S-
 
 
 def test_tiny_pipeline_is_deterministic_and_binary(tiny_batch):
@@ -77,7 +77,7 @@ def test_tiny_pipeline_is_deterministic_and_binary(tiny_batch):
         predictions.append(adapter.predict(tiny_batch))
     assert predictions[0].shape == (2, 64, 64)
     assert set(predictions[0].unique().tolist()) <= {0.0, 1.0}
-    assert torch.equal(*predictions)
+    torch.testing.assert_close(predictions[0], predictions[1], rtol=0, atol=0)
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_official_dinov2_checkpoint_keys_load_into_transformers_model(tmp_path):
     torch.save(official, tmp_path / "dinov2_pretrain.pth")
     torch.manual_seed(1)
     loaded = load_dinov2(TINY, tmp_path / "dinov2_pretrain.pth").state_dict()
-    assert all(torch.equal(loaded[key], value) for key, value in state.items())
+    torch.testing.assert_close({key: loaded[key] for key in state}, state, rtol=0, atol=0)
 
 
 def test_dinov2_loads_from_a_hugging_face_folder_with_the_hub_key_names(tmp_path):
@@ -136,7 +136,7 @@ def test_dinov2_loads_from_a_hugging_face_folder_with_the_hub_key_names(tmp_path
               metadata={"format": "pt"})
     torch.manual_seed(1)
     loaded = load_dinov2(TINY, tmp_path / "dinov2").state_dict()
-    assert all(torch.equal(loaded[key], value) for key, value in source.state_dict().items())
+    torch.testing.assert_close(loaded, source.state_dict(), rtol=0, atol=0)
 
 
 def test_wrong_checkpoints_are_usage_errors_naming_the_expected_file(tmp_path):

@@ -86,8 +86,8 @@ def write_tiny_clip_rn50_folder(folder, monkeypatch) -> ClipResNetFeatures:
 def test_clip_resnet_loads_open_clip_safetensors_and_its_tokenizer(tmp_path, monkeypatch):
     saved = write_tiny_clip_rn50_folder(tmp_path, monkeypatch)
     loaded = build_backbone("clip-rn50", weights=tmp_path)
-    assert torch.equal(loaded.visual.layer4[0].conv2.weight, saved.visual.layer4[0].conv2.weight)
-    assert torch.equal(loaded.text_projection, saved.text_projection)
+    torch.testing.assert_close(loaded.visual.layer4[0].conv2.weight, saved.visual.layer4[0].conv2.weight, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.text_projection, saved.text_projection, rtol=0, atol=0)
     tokens = loaded.tokenizer(["a cat."]).input_ids
     assert tokens[0][0] == 56 and tokens[0][-1] == 57  # start and end of text from the folder's vocabulary
     with torch.no_grad():
@@ -100,7 +100,7 @@ def test_torchvision_resnet_loads_a_plain_state_dict(tmp_path):
     model = torchvision.models.resnet50(weights=None)
     torch.save(model.state_dict(), tmp_path / "resnet50-0676ba61.pth")
     loaded = build_backbone("resnet50", weights=tmp_path / "resnet50-0676ba61.pth")
-    assert torch.equal(loaded.layers[2][0].conv1.weight, model.layer4[0].conv1.weight)
+    torch.testing.assert_close(loaded.layers[2][0].conv1.weight, model.layer4[0].conv1.weight, rtol=0, atol=0)
     assert_three_layers(loaded)
 
 

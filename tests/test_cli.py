@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fssbench import registry
@@ -27,6 +28,7 @@ def test_oracle_scores_100_on_every_fold_with_the_documented_record(cli, tmp_pat
     assert set(record["results"][0]) >= {"fold", "miou", "fbiou", "episodes", "manifest_sha256", "per_class_iou"}
     assert set(record["timing"]) >= {"compute_ms_median", "episodes_per_s", "peak_memory_mb", "warmup_episodes"}
     assert record["episodes_cap"] == 30 and record["timing"]["warmup_episodes"] == 2
+    assert record["environment"]["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     written = json.loads(Path(tmp_path, "runs", record["run_id"] + ".json").read_text())
     assert written == record
     # each unique image was decoded once

@@ -18,8 +18,8 @@ def test_box_is_the_largest_instance_box_and_background_lies_outside_every_box()
     mask, labelled = annotate("box", foreground, instances, (0,))
     expected_mask = torch.zeros(8, 10, dtype=torch.bool)
     expected_mask[1:5, 1:6] = True
-    assert torch.equal(mask, expected_mask)
-    assert torch.equal(labelled, expected_mask | ~((instances == 2) | expected_mask))
+    torch.testing.assert_close(mask, expected_mask, rtol=0, atol=0)
+    torch.testing.assert_close(labelled, expected_mask | ~((instances == 2) | expected_mask), rtol=0, atol=0)
     assert not labelled[6:8, 7:9].any() and labelled[0:2, 8:10].all()  # other instance's box is background
 
 
@@ -33,8 +33,8 @@ def test_scribbles_are_seeded_inside_their_regions_and_leave_most_pixels_unlabel
     mask, labelled = annotate("scribble", foreground, None, (0, 0, 3, 0))
     again = annotate("scribble", foreground, None, (0, 0, 3, 0))
     other = annotate("scribble", foreground, None, (0, 0, 3, 1))
-    assert torch.equal(mask, again[0]) and torch.equal(labelled, again[1])
-    assert not torch.equal(labelled, other[1])
+    torch.testing.assert_close((mask, labelled), again, rtol=0, atol=0)
+    assert (labelled != other[1]).any()
     assert mask.any() and not (mask & ~foreground).any()  # the foreground stroke stays on the object
     background_stroke = labelled & ~mask
     assert background_stroke.any() and not (background_stroke & foreground).any()
@@ -49,7 +49,8 @@ def test_image_only_and_text_supports_label_nothing(kind):
 
 def test_mask_supports_label_everything():
     mask, labelled = annotate("mask", blob(), None, (0,))
-    assert torch.equal(mask, blob()) and labelled.all()
+    torch.testing.assert_close(mask, blob(), rtol=0, atol=0)
+    assert labelled.all()
 
 
 @pytest.mark.parametrize("suffix", ["", "-box", "-scribble", "-nomask", "-text"])
