@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fssbench.adapter import Adapter, EpisodeBatch
+from fssbench.harness.contract import Adapter, EpisodeBatch
 
 
 @dataclass(frozen=True)

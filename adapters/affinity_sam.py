@@ -41,10 +41,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fssbench.adapter import EpisodeBatch, SetupContext, WeightSpec
+from fssbench.harness.contract import EpisodeBatch, SetupContext, WeightSpec
 from fssbench.adapters.affinity import Affinity, AffinityAdapter, Encoded, References, combine_references
 from fssbench.adapters.backbones import IMAGENET_MEAN, IMAGENET_STD
-from fssbench.errors import UsageError
+from fssbench.harness.errors import UsageError
 
 POINTS_PER_SAM_CALL = 64  # GF-SAM's batch of prompts per decoder call
 

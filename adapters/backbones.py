@@ -77,7 +77,7 @@ BACKBONES = {name: spec.description for name, spec in SPECS.items()}
 
 
 def _usage_error(message: str) -> Exception:
-    from fssbench.errors import UsageError
+    from fssbench.harness.errors import UsageError
 
     return UsageError(message)
 

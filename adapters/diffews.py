@@ -81,8 +81,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fssbench.adapter import Adapter, EpisodeBatch, SetupContext, WeightSpec
-from fssbench.errors import UsageError
+from fssbench.harness.contract import Adapter, EpisodeBatch, SetupContext, WeightSpec
+from fssbench.harness.errors import UsageError
 
 AUTHORS_WEIGHTS = "https://www.modelscope.cn/zzzmmz/Diffews.git"
 SD21_SOURCE = (f"{AUTHORS_WEIGHTS} (weight/stable-diffusion-2-1-ref8inchannels-tag4inchannels) "

@@ -59,11 +59,11 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from fssbench.adapter import Adapter, EpisodeBatch, OptionValue, SetupContext
+from fssbench.harness.contract import Adapter, EpisodeBatch, OptionValue, SetupContext
 from fssbench.adapters.affinity import Affinity, AffinityAdapter, References, reference_prototypes
 from fssbench.adapters.affinity_sam import AffinitySamAdapter
 from fssbench.adapters.protonet import ProtoNetAdapter
-from fssbench.errors import UsageError
+from fssbench.harness.errors import UsageError
 
 GSM_OPTION_DEFAULTS = {
     "tsr": True,  # Target Semantic Reusing: the query joins the references with a proxy mask

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from fssbench.adapter import IGNORE_INDEX, Adapter, EpisodeBatch, GfssLabelSpace, GfssSupportSet, SetupContext
+from fssbench.harness.contract import IGNORE_INDEX, Adapter, EpisodeBatch, GfssLabelSpace, GfssSupportSet, SetupContext
 
 
 class OracleAdapter(Adapter):

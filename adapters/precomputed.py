@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fssbench.adapter import Adapter, EpisodeBatch, SetupContext, WeightSpec
-from fssbench.errors import PredictionError
+from fssbench.harness.contract import Adapter, EpisodeBatch, SetupContext, WeightSpec
+from fssbench.harness.errors import PredictionError
 
 
 class PrecomputedAdapter(Adapter):

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fssbench.adapter import EpisodeBatch, SetupContext
+from fssbench.harness.contract import EpisodeBatch, SetupContext
 from fssbench.adapters.affinity import (Affinity, AffinityAdapter, Encoded, References, combine_references,
                                         masked_average, reference_prototypes)
 from fssbench.adapters.backbones import EfficientNetLiteFeatures, efficientnet_lite_weights

@@ -1,3 +1,3 @@
-"""fssbench: a benchmark harness and leaderboard evaluator for few-shot semantic segmentation."""
-
-__version__ = "0.1.0"
+"""The core of fssbench: contracts, episodes and manifests, loading, metrics, the run loop and session,
+run records, journal and results store. It imports nothing above it (adapters, protocols, reports,
+registry, cli)."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fssbench.errors import DataError, UsageError
+from fssbench.harness.errors import DataError, UsageError
 
 IGNORE_LABEL = 255
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from fssbench.datasets import DatasetReader, sha256_of_files
-from fssbench.errors import UsageError
-from fssbench.files import atomic_write_text
-from fssbench.specs import ProtocolSpec, canonical_json
+from fssbench.harness.datasets import DatasetReader, sha256_of_files
+from fssbench.harness.errors import UsageError
+from fssbench.harness.files import atomic_write_text
+from fssbench.harness.specs import ProtocolSpec, canonical_json
 
 
 @dataclass(frozen=True)

@@ -11,24 +11,24 @@ from typing import Any, Callable
 import torch
 
 from fssbench import registry
-from fssbench.adapter import Adapter, SetupContext
-from fssbench.cache import cache_dir
-from fssbench.datasets import DatasetReader
-from fssbench.episodes import GfssManifest, Manifest, build_manifest
-from fssbench.errors import FssbenchError, UsageError
-from fssbench.gfss import label_space, run_gfss_fold
-from fssbench.gfss_metrics import GfssRunState, average_over_runs, harmonic
-from fssbench.journal import Journal, run_key
-from fssbench.loading import EpisodeLoader
-from fssbench.metrics import FssMetricState
-from fssbench.options import changed_options, describe_options, resolve_backbone, resolve_options
-from fssbench.record import RECORD_SCHEMA, environment, new_run_id, utc_now, write_record
-from fssbench.runner import run_fold
-from fssbench.specs import ProtocolSpec, Resolution
-from fssbench.statistics import bootstrap_interval
-from fssbench.store import STORE_NAME, ResultsStore
-from fssbench.timing import MemoryProbe, latency_summary, now
-from fssbench.weights import parse_weight_flags, resolve_weights, sha256_of_path
+from fssbench.harness.contract import Adapter, SetupContext
+from fssbench.harness.cache import cache_dir
+from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.episodes import GfssManifest, Manifest, build_manifest
+from fssbench.harness.errors import FssbenchError, UsageError
+from fssbench.harness.gfss import label_space, run_gfss_fold
+from fssbench.harness.gfss_metrics import GfssRunState, average_over_runs, harmonic
+from fssbench.harness.journal import Journal, run_key
+from fssbench.harness.loading import EpisodeLoader
+from fssbench.harness.metrics import FssMetricState
+from fssbench.harness.options import changed_options, describe_options, resolve_backbone, resolve_options
+from fssbench.harness.record import RECORD_SCHEMA, environment, new_run_id, utc_now, write_record
+from fssbench.harness.runner import run_fold
+from fssbench.harness.specs import ProtocolSpec, Resolution
+from fssbench.harness.statistics import bootstrap_interval
+from fssbench.harness.store import STORE_NAME, ResultsStore
+from fssbench.harness.timing import MemoryProbe, latency_summary, now
+from fssbench.harness.weights import parse_weight_flags, resolve_weights, sha256_of_path
 
 
 @dataclass

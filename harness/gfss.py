@@ -7,13 +7,13 @@ from typing import Callable
 
 import torch
 
-from fssbench.adapter import IGNORE_INDEX, Adapter, GfssLabelSpace, GfssSupportSet
-from fssbench.datasets import DatasetReader
-from fssbench.episodes import GfssRun
-from fssbench.errors import DataError, PredictionError
-from fssbench.gfss_metrics import SparseConfusion, query_confusion
-from fssbench.loading import EpisodeLoader
-from fssbench.timing import now, synchronize
+from fssbench.harness.contract import IGNORE_INDEX, Adapter, GfssLabelSpace, GfssSupportSet
+from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.episodes import GfssRun
+from fssbench.harness.errors import DataError, PredictionError
+from fssbench.harness.gfss_metrics import SparseConfusion, query_confusion
+from fssbench.harness.loading import EpisodeLoader
+from fssbench.harness.timing import now, synchronize
 
 
 def label_space(reader: DatasetReader, fold: int) -> GfssLabelSpace:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fssbench.errors import UsageError
-from fssbench.metrics import EpisodeScore
-from fssbench.specs import canonical_json
+from fssbench.harness.errors import UsageError
+from fssbench.harness.metrics import EpisodeScore
+from fssbench.harness.specs import canonical_json
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

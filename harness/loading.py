@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fssbench.datasets import DatasetReader
-from fssbench.episodes import Episode
-from fssbench.errors import DataError
-from fssbench.supports import annotate, needs_instances
+from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.episodes import Episode
+from fssbench.harness.errors import DataError
+from fssbench.harness.supports import annotate, needs_instances
 
 
 @dataclass

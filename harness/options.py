@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fssbench.adapter import Adapter, OptionValue
-from fssbench.errors import UsageError
+from fssbench.harness.contract import Adapter, OptionValue
+from fssbench.harness.errors import UsageError
 
 TRUE_WORDS = {"true", "on", "yes", "1"}
 FALSE_WORDS = {"false", "off", "no", "0"}

@@ -17,7 +17,7 @@ import PIL
 import torch
 
 import fssbench
-from fssbench.files import atomic_write_text
+from fssbench.harness.files import atomic_write_text
 
 RECORD_SCHEMA = 1
 

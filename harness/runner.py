@@ -7,12 +7,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from fssbench.adapter import Adapter, EpisodeBatch
-from fssbench.episodes import Episode
-from fssbench.errors import DataError, PredictionError
-from fssbench.loading import EpisodeLoader, LoadedEpisode
-from fssbench.metrics import EpisodeScore, episode_counts
-from fssbench.timing import now, synchronize
+from fssbench.harness.contract import Adapter, EpisodeBatch
+from fssbench.harness.episodes import Episode
+from fssbench.harness.errors import DataError, PredictionError
+from fssbench.harness.loading import EpisodeLoader, LoadedEpisode
+from fssbench.harness.metrics import EpisodeScore, episode_counts
+from fssbench.harness.timing import now, synchronize
 
 
 def check_prediction(prediction: object, expected: tuple[int, ...], episodes: list[Episode], method: str) -> torch.Tensor:

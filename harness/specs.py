@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from fssbench.errors import UsageError
+from fssbench.harness.errors import UsageError
 
 SUPPORT_ANNOTATIONS = ("mask", "box", "scribble", "none", "text")
 TASKS = ("fss", "gfss")

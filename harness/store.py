@@ -11,8 +11,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from fssbench.errors import UsageError
-from fssbench.journal import JournaledEpisode
+from fssbench.harness.errors import UsageError
+from fssbench.harness.journal import JournaledEpisode
 
 STORE_NAME = "fssbench.sqlite"
 

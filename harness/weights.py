@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from fssbench.adapter import Adapter
-from fssbench.errors import UsageError
+from fssbench.harness.contract import Adapter
+from fssbench.harness.errors import UsageError
 
 
 def parse_weight_flags(flags: list[str]) -> dict[str, Path]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fssbench.errors import DataError
+from fssbench.harness.errors import DataError
 from fssbench.protocols.crossdomain import TEST_SPLIT, PatnetMaskReader, listing_file, patnet_listing
 
 CLASSES = ("lung",)

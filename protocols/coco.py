@@ -23,8 +23,8 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from fssbench.datasets import DatasetReader
-from fssbench.errors import DataError
+from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.errors import DataError
 from fssbench.protocols.coco_prepare import INSTANCES, LABELS
 from fssbench.protocols.diam import read_diam_list
 from fssbench.protocols.safe_pickle import load_plain_pickle

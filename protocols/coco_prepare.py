@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from fssbench.errors import DataError
+from fssbench.harness.errors import DataError
 
 LABELS = "annotations-pycocotools"
 INSTANCES = "instances-pycocotools"

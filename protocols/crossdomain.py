@@ -15,10 +15,10 @@ import hashlib
 import os
 from pathlib import Path
 
-from fssbench.cache import cache_dir
-from fssbench.datasets import GreyMaskReader
-from fssbench.errors import DataError
-from fssbench.files import atomic_write_text
+from fssbench.harness.cache import cache_dir
+from fssbench.harness.datasets import GreyMaskReader
+from fssbench.harness.errors import DataError
+from fssbench.harness.files import atomic_write_text
 
 TEST_SPLIT = "test"
 

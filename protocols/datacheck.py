@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 from PIL import Image
 
 from fssbench import registry
-from fssbench.datasets import DatasetReader
-from fssbench.errors import DataError, UsageError
+from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.errors import DataError, UsageError
 
 FileProgress = Callable[[int, int], None]  # on_file(done, total)
 PROBLEMS_SHOWN = 20

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fssbench.cache import cache_dir
+from fssbench.harness.cache import cache_dir
 from fssbench.protocols.pascal import PairListDataset
 
 VERSION = 1

@@ -17,10 +17,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from fssbench.datasets import DatasetReader
-from fssbench.episodes import GfssRun
-from fssbench.errors import DataError
-from fssbench.loading import read_image
+from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.episodes import GfssRun
+from fssbench.harness.errors import DataError
+from fssbench.harness.loading import read_image
 
 
 #: ``src/dataset/utils.py::process_image``: a support candidate's class needs >= 16*32*32 pixels.

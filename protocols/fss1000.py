@@ -13,8 +13,8 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from fssbench.datasets import GreyMaskReader
-from fssbench.errors import DataError
+from fssbench.harness.datasets import GreyMaskReader
+from fssbench.harness.errors import DataError
 from fssbench.protocols.hsnet import FSS_IMAGE_NUMBERS, numbered_image, read_list_lines
 
 SPLIT_IDS = {"trn": range(0, 520), "val": range(520, 760), "test": range(760, 1000)}  # HSNet's build_class_ids

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fssbench.datasets import DatasetReader
-from fssbench.episodes import Episode
-from fssbench.errors import DataError
+from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.episodes import Episode
+from fssbench.harness.errors import DataError
 
 
 def draw_supports(rng: np.random.RandomState, pool: list[str], query: str, shot: int) -> tuple[str, ...]:

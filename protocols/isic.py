@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from fssbench.errors import DataError
+from fssbench.harness.errors import DataError
 from fssbench.protocols.crossdomain import PatnetMaskReader
 
 CLASSES = ("nevus", "melanoma", "seborrheic_keratosis")

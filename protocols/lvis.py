@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fssbench.cache import cache_dir
-from fssbench.datasets import DatasetReader
-from fssbench.episodes import Episode
-from fssbench.errors import DataError, UsageError
+from fssbench.harness.cache import cache_dir
+from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.episodes import Episode
+from fssbench.harness.errors import DataError, UsageError
 from fssbench.protocols.hsnet import sample_round_robin_episodes
 from fssbench.protocols.safe_pickle import load_plain_pickle
 

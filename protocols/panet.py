@@ -18,9 +18,9 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from fssbench.datasets import DatasetReader
-from fssbench.episodes import Episode
-from fssbench.errors import DataError, UsageError
+from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.episodes import Episode
+from fssbench.harness.errors import DataError, UsageError
 
 #: `config.py`: `seed = 1234`, `n_runs = 5`, `n_steps = 1000` (batch size 1), `data_split: 'trainaug'`.
 PANET_SEED = 1234

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
-from fssbench.datasets import DatasetReader
-from fssbench.errors import DataError
+from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.errors import DataError
 from fssbench.protocols.diam import read_diam_list
 from fssbench.protocols.hsnet import read_list_lines
 

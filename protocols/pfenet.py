@@ -27,9 +27,9 @@ from typing import Mapping, Sequence
 
 import torch
 
-from fssbench.datasets import DatasetReader
-from fssbench.episodes import Episode
-from fssbench.errors import DataError, UsageError
+from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.episodes import Episode
+from fssbench.harness.errors import DataError, UsageError
 from fssbench.protocols.diam import label_areas
 
 #: `config/*/*.yaml` `manual_seed: 321`, applied again at the start of `test.py::validate`.

@@ -13,7 +13,7 @@ import pickle
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fssbench.errors import DataError
+from fssbench.harness.errors import DataError
 
 
 class _PlainDataUnpickler(pickle.Unpickler):

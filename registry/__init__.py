@@ -18,7 +18,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from fssbench.errors import FssbenchError, UsageError
+from fssbench.harness.errors import FssbenchError, UsageError
 
 BUILTIN_SPEC_DIR = Path(str(files("fssbench.protocols") / "specs"))
 
@@ -158,7 +158,7 @@ class ProtocolRegistry:
         return paths[name][0]
 
     def get(self, name: str):
-        from fssbench.specs import load_spec
+        from fssbench.harness.specs import load_spec
 
         return load_spec(self.path(name))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fssbench.statistics import paired_comparison
+from fssbench.harness.statistics import paired_comparison
 
 PASS, REGRESSION, INCOMPARABLE = 0, 1, 3
 

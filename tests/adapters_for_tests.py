@@ -2,7 +2,7 @@
 
 import torch
 
-from fssbench.adapter import Adapter, WeightSpec
+from fssbench.harness.contract import Adapter, WeightSpec
 
 
 class _Base(Adapter):

@@ -21,8 +21,8 @@ def episode_scores(fold: int, quality: float, episodes: int = 40, seed: int = 0)
 def make_record(run_id: str, method: str, quality: float, shot: int = 1, folds=(0, 1), seed: int = 0,
                 compute_ms: float = 100.0, device: str = "Test CPU", timing_only: bool = False,
                 manifest_tag: str = "m", protocol: str | None = None, finished: str = "2026-11-01T00:00:00+00:00"):
-    from fssbench.metrics import EpisodeScore, FssMetricState
-    from fssbench.statistics import bootstrap_interval
+    from fssbench.harness.metrics import EpisodeScore, FssMetricState
+    from fssbench.harness.statistics import bootstrap_interval
 
     results = []
     for fold in folds:

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from fssbench.adapter import EpisodeBatch, SetupContext
+from fssbench.harness.contract import EpisodeBatch, SetupContext
 from fssbench.adapters.affinity import Encoded, References
 from fssbench.adapters.affinity_sam import (ARCHITECTURES, AffinitySamAdapter, SamAffinity, grow_masks, load_dinov2,
                                             load_sam, prompt_points, prompt_scores)
-from fssbench.errors import UsageError
+from fssbench.harness.errors import UsageError
 
 TINY = ARCHITECTURES["tiny"]
 

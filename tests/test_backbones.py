@@ -9,7 +9,7 @@ import torch
 from fssbench.adapters import backbones
 from fssbench.adapters.backbones import (BACKBONES, ClipResNetConfig, ClipResNetFeatures, ClipViTFeatures,
                                          build_backbone)
-from fssbench.errors import UsageError
+from fssbench.harness.errors import UsageError
 
 TINY_CLIP_RN = ClipResNetConfig(layers=(1, 1, 1, 1), width=8, embed_dim=16, heads=2, text_width=16, text_heads=2,
                                 text_layers=1, context_length=16, vocab_size=58)

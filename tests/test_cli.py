@@ -161,8 +161,8 @@ def test_random_init_runs_are_labelled_timing_only(cli, tmp_path):
 
 def test_precomputed_scores_prediction_pngs(cli, demo_reader, tmp_path):
     episodes = first_episodes(cli, 0, 5, demo_reader.root.parent)
-    from fssbench.loading import EpisodeLoader
-    from fssbench.episodes import Episode
+    from fssbench.harness.loading import EpisodeLoader
+    from fssbench.harness.episodes import Episode
 
     loader = EpisodeLoader(demo_reader, 400)
     folder = tmp_path / "predictions" / "fold0"

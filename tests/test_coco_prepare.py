@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fssbench.episodes import Episode
-from fssbench.loading import EpisodeLoader
+from fssbench.harness.episodes import Episode
+from fssbench.harness.loading import EpisodeLoader
 from fssbench.protocols.coco import CocoDataset
 
 MISSING_COCO_IDS = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}

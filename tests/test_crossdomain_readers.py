@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from fssbench.errors import DataError, UsageError
+from fssbench.harness.errors import DataError, UsageError
 from fssbench.protocols.chestxray import ChestXrayDataset
 from fssbench.protocols.deepglobe import DeepglobeDataset
 from fssbench.protocols.hsnet import sample_each_entry_episodes, sample_round_robin_episodes

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fssbench.errors import UsageError
+from fssbench.harness.errors import UsageError
 from fssbench.protocols.datacheck import check_dataset
 from test_crossdomain_readers import make_deepglobe_root, make_isic_root, make_lvis_root
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fssbench.gfss_metrics import gfss_scores
+from fssbench.harness.gfss_metrics import gfss_scores
 from fssbench.protocols.diam import DiamRun, sample_diam_run
 
 H = W = 136  # 18496 pixels, so an image can hold one class above 16*32*32 = 16384

@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0  # noqa: E402
 
-from fssbench.adapter import EpisodeBatch, SetupContext  # noqa: E402
+from fssbench.harness.contract import EpisodeBatch, SetupContext  # noqa: E402
 from fssbench.adapters.diffews import (  # noqa: E402
     AUTHORS_WEIGHTS,
     TINY_RESOLUTION,
@@ -26,7 +26,7 @@ from fssbench.adapters.diffews import (  # noqa: E402
     threshold_masks,
     widened_conv_in,
 )
-from fssbench.errors import UsageError  # noqa: E402
+from fssbench.harness.errors import UsageError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fssbench.adapter import EpisodeBatch, SetupContext
+from fssbench.harness.contract import EpisodeBatch, SetupContext
 from fssbench.adapters.backbones import ClipResNetFeatures, build_backbone
 from fssbench.adapters.diffup import DiffUpAdapter, train_diffup
 from fssbench.adapters.diffup.checkpoint import load_checkpoint, save_checkpoint
@@ -19,8 +19,8 @@ from fssbench.adapters.diffup.priors import (Conditions, affinity_enhanced, buil
 from fssbench.adapters.diffup.training import TrainingBatch, diffup_losses, mask_target, step_noise, train_step
 from fssbench.adapters.diffup.unet import UQDD, Modulation, QualityHeads
 from fssbench.adapters.diffup.upgrade import upgrade_csv, upgrade_markdown, upgrade_rows
-from fssbench.episodes import Episode
-from fssbench.errors import UsageError
+from fssbench.harness.episodes import Episode
+from fssbench.harness.errors import UsageError
 from records_for_tests import make_record, with_changes
 from test_backbones import TINY_CLIP_RN, write_tiny_clip_rn50_folder
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from fssbench import registry
-from fssbench.datasets import DatasetReader
-from fssbench.episodes import Episode, Manifest, build_manifest
-from fssbench.errors import DataError
+from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.episodes import Episode, Manifest, build_manifest
+from fssbench.harness.errors import DataError
 from fssbench.protocols.hsnet import sample_list_episodes
 
 

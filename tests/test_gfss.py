@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fssbench import registry
-from fssbench.gfss import label_space
-from fssbench.gfss_metrics import GfssRunState, average_over_runs, gfss_scores, query_confusion
-from fssbench.loading import EpisodeLoader, pad_size
+from fssbench.harness.gfss import label_space
+from fssbench.harness.gfss_metrics import GfssRunState, average_over_runs, gfss_scores, query_confusion
+from fssbench.harness.loading import EpisodeLoader, pad_size
 from fssbench.protocols.diam import SUPPORT_MIN_AREA, label_areas, sample_diam_manifest
 from fssbench.reports.leaderboard import build_tables, to_markdown
 

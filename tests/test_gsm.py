@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fssbench.adapter import EpisodeBatch, SetupContext
+from fssbench.harness.contract import EpisodeBatch, SetupContext
 from fssbench.adapters.affinity import Affinity
 from fssbench.adapters.affinity_sam import AffinitySamAdapter
 from fssbench.adapters.gsm import (GSM_OPTION_DEFAULTS, GsmAffinitySamAdapter, GsmProtoNetAdapter, edge_regions,
                                    proxy_masks, qsm_mask, region_affinity, representative_weights,
                                    spatial_kernel, spectral_clustering)
 from fssbench.adapters.protonet import ProtoNetAdapter
-from fssbench.errors import UsageError
+from fssbench.harness.errors import UsageError
 
 OFF = {"tsr": False, "qsm": False, "rr": False}
 

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from fssbench import registry
-from fssbench.errors import UsageError
-from fssbench.options import changed_options, describe_options, resolve_backbone, resolve_options
+from fssbench.harness.errors import UsageError
+from fssbench.harness.options import changed_options, describe_options, resolve_backbone, resolve_options
 
 from adapters_for_tests import Thresholded
 

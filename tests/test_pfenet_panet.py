@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from fssbench.errors import DataError
+from fssbench.harness.errors import DataError
 from fssbench.protocols.coco import CocoDataset
 from fssbench.protocols.panet import sample_panet_episodes
 from fssbench.protocols.pascal import PascalDataset
@@ -314,7 +314,7 @@ def test_panet_refuses_broken_lists(tmp_path):
 
 def test_manifests_hash_the_lists_each_sampler_reads_without_hsnets_lists(tmp_path):
     from fssbench import registry
-    from fssbench.episodes import build_manifest, input_files
+    from fssbench.harness.episodes import build_manifest, input_files
 
     pfenet_reader = make_pfenet_pascal_root(tmp_path / "pfenet")
     panet_reader = make_panet_root(tmp_path / "panet")

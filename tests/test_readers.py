@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fssbench.errors import DataError
+from fssbench.harness.errors import DataError
 from fssbench.protocols.coco import CocoContiguousDataset, CocoDataset
 from fssbench.protocols.fss1000 import Fss1000Dataset
 from fssbench.protocols.pascal import PascalDataset

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fssbench import registry
-from fssbench.episodes import build_manifest
+from fssbench.harness.episodes import build_manifest
 from fssbench.protocols.safe_pickle import load_plain_pickle
 
 REFERENCE_SPLITS = Path(os.environ.get("FSSBENCH_REFERENCE_SPLITS", "/work/shared/data/reference-splits"))

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from fssbench.errors import FssbenchError, UsageError
+from fssbench.harness.errors import FssbenchError, UsageError
 from fssbench.registry import BUILTIN_SPEC_DIR, ProtocolRegistry, Registry
 
 PLUGIN_MODULE = '''
 from pathlib import Path
-from fssbench.adapter import Adapter
+from fssbench.harness.contract import Adapter
 
 SPECS = Path(__file__).parent / "plugin_specs"
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fssbench.journal import JournaledEpisode
-from fssbench.metrics import EpisodeScore
+from fssbench.harness.journal import JournaledEpisode
+from fssbench.harness.metrics import EpisodeScore
 from fssbench.reports.leaderboard import build_tables, to_csv, to_markdown
-from fssbench.store import ResultsStore
+from fssbench.harness.store import ResultsStore
 from records_for_tests import make_record, with_changes
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fssbench import registry
-from fssbench.evaluation import EvalRequest, evaluate
+from fssbench.harness.evaluation import EvalRequest, evaluate
 
 from adapters_for_tests import Flaky
 

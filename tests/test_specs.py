@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from fssbench import registry
-from fssbench.errors import UsageError
-from fssbench.specs import load_spec
+from fssbench.harness.errors import UsageError
+from fssbench.harness.specs import load_spec
 
 BASE = """\
 version: 1

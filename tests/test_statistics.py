@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fssbench.statistics import bootstrap_interval, paired_comparison
+from fssbench.harness.statistics import bootstrap_interval, paired_comparison
 
 
 def synthetic_fold(rng, true_iou: float, episodes: int = 200, classes=(0, 1)):

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from fssbench.supports import annotate
+from fssbench.harness.supports import annotate
 
 
 def test_box_is_the_largest_instance_box_and_background_lies_outside_every_box():

@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fssbench.adapter import Adapter, EpisodeBatch, SetupContext, WeightSpec
+from fssbench.harness.contract import Adapter, EpisodeBatch, SetupContext, WeightSpec
 from fssbench.adapters.backbones import BACKBONES, build_backbone, efficientnet_lite_weights
 from fssbench.adapters.diffup.checkpoint import TRAIN_COMMAND, decoder_from, load_checkpoint
 from fssbench.adapters.diffup.config import resolve_config
 from fssbench.adapters.diffup.diffusion import Diffusion
 from fssbench.adapters.diffup.priors import Conditions, build_conditions, resize
 from fssbench.adapters.diffup.unet import UQDD
-from fssbench.episodes import Episode
-from fssbench.errors import UsageError
+from fssbench.harness.episodes import Episode
+from fssbench.harness.errors import UsageError
 
 FROM_CHECKPOINT = "auto"
 

@@ -11,7 +11,7 @@ import torch
 
 from fssbench.adapters.diffup.config import DiffUpConfig
 from fssbench.adapters.diffup.unet import UQDD
-from fssbench.errors import UsageError
+from fssbench.harness.errors import UsageError
 
 CHECKPOINT_FORMAT = "fssbench-diffup"
 CHECKPOINT_VERSION = 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from fssbench.errors import UsageError
+from fssbench.harness.errors import UsageError
 
 PRIOR_LAYERS = 3  # every backbone gives three feature layers; U-Net level l is conditioned on layer l
 

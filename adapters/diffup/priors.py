@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fssbench.adapters.diffup.config import DiffUpConfig
-from fssbench.errors import UsageError
+from fssbench.harness.errors import UsageError
 
 AFFINITY_TEMPERATURE = 0.1
 PROMPT_TEMPLATES = ("a photo of a {}.", "a photo of the {}.", "an image of a {}.", "a close-up photo of a {}.")

@@ -37,10 +37,10 @@ from fssbench.adapters.diffup.config import PRIOR_LAYERS, DiffUpConfig, resolve_
 from fssbench.adapters.diffup.diffusion import Diffusion
 from fssbench.adapters.diffup.priors import Conditions, build_conditions, resize
 from fssbench.adapters.diffup.unet import UQDD
-from fssbench.datasets import DatasetReader
-from fssbench.errors import DataError, UsageError
-from fssbench.loading import EpisodeLoader
-from fssbench.supports import annotate
+from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.errors import DataError, UsageError
+from fssbench.harness.loading import EpisodeLoader
+from fssbench.harness.supports import annotate
 
 VISUAL_ANNOTATIONS = ("mask", "box", "scribble", "none")
 
@@ -180,7 +180,7 @@ def train_diffup(reader: DatasetReader, fold: int, folds: Sequence[int], backbon
     checkpoint at `out` is continued (same backbone, config, fold, shot, seed, dataset); without it an
     existing `out` is refused.
     """
-    from fssbench.evaluation import resolve_device
+    from fssbench.harness.evaluation import resolve_device
 
     config = resolve_config(config)
     out = Path(out)

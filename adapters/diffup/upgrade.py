@@ -13,7 +13,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from fssbench.errors import UsageError
+from fssbench.harness.errors import UsageError
 
 Record = dict[str, Any]
 COLUMNS = ("fold", "backbone before", "backbone after", "mIoU before", "mIoU after", "delta")

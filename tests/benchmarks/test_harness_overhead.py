@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from fssbench import registry
-from fssbench.loading import EpisodeLoader
-from fssbench.metrics import EpisodeScore, FssMetricState, episode_counts
-from fssbench.runner import check_prediction, make_batch
+from fssbench.harness.loading import EpisodeLoader
+from fssbench.harness.metrics import EpisodeScore, FssMetricState, episode_counts
+from fssbench.harness.runner import check_prediction, make_batch
 
 
 @pytest.fixture(scope="module")
 def warm(demo_reader):
     spec = registry.protocols.get("demo-5shot")
-    from fssbench.evaluation import protocol_manifests
+    from fssbench.harness.evaluation import protocol_manifests
 
     manifest = protocol_manifests(spec, demo_reader, [0], 0, 20)[0]
     loader = EpisodeLoader(demo_reader, spec.resolution.size)

@@ -2,8 +2,8 @@
 
 import itertools
 
-from fssbench.journal import Journal
-from fssbench.metrics import EpisodeScore
+from fssbench.harness.journal import Journal
+from fssbench.harness.metrics import EpisodeScore
 
 
 def test_journal_write_per_episode(benchmark, tmp_path):

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import torch
 
-from fssbench.episodes import Episode
+from fssbench.harness.episodes import Episode
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fssbench import registry
-from fssbench.errors import FssbenchError
+from fssbench.harness.errors import FssbenchError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Benchmark harness and leaderboard evaluator for few-shot semantic segmentation.")
@@ -36,8 +36,8 @@ RESULTS_OPTION = typer.Option(Path("fssbench-results"), "--results", help="The -
 
 
 def open_store(results: Path):
-    from fssbench.errors import UsageError
-    from fssbench.store import STORE_NAME, ResultsStore
+    from fssbench.harness.errors import UsageError
+    from fssbench.harness.store import STORE_NAME, ResultsStore
 
     if not (results / STORE_NAME).is_file():
         raise UsageError(f"no results store at {results / STORE_NAME}; run `fssbench eval --out {results}` first "
@@ -69,8 +69,8 @@ def eval_command(
     json_output: bool = typer.Option(False, "--json", help="Print the run record as JSON on stdout, nothing else."),
 ) -> None:
     """Evaluate a method under a protocol and write its run record."""
-    from fssbench.evaluation import EvalRequest, evaluate
-    from fssbench.progress import episode_progress
+    from fssbench.harness.evaluation import EvalRequest, evaluate
+    from fssbench.harness.progress import episode_progress
 
     request = EvalRequest(method=method, protocol=protocol, fold=fold, data_root=data_root, out=out,
                           device=device, seed=seed, episodes=episodes, weights=weights,
@@ -110,7 +110,7 @@ def train_diffup_command(
 ) -> None:
     """Train DiffUp's decoder episodically on a fold's base classes."""
     from fssbench.adapters.diffup.training import train_diffup
-    from fssbench.evaluation import data_root_from, open_reader, resolve_folds
+    from fssbench.harness.evaluation import data_root_from, open_reader, resolve_folds
 
     spec = registry.protocols.get(protocol)
     resolve_folds(spec, str(fold))
@@ -143,9 +143,9 @@ def upgrade_command(
 ) -> None:
     """Evaluate one decoder with two backbones and write the before/after/delta table (Markdown and CSV)."""
     from fssbench.adapters.diffup.upgrade import upgrade_csv, upgrade_markdown
-    from fssbench.evaluation import EvalRequest, evaluate
-    from fssbench.files import atomic_write_text
-    from fssbench.progress import episode_progress
+    from fssbench.harness.evaluation import EvalRequest, evaluate
+    from fssbench.harness.files import atomic_write_text
+    from fssbench.harness.progress import episode_progress
 
     records = []
     signal.signal(signal.SIGTERM, _interrupt)
@@ -175,7 +175,7 @@ def episodes_command(
     seed: Optional[int] = typer.Option(None, help="Episode seed (default: the protocol's)."),
 ) -> None:
     """Print a fold's episode manifest as JSON lines, one episode per line, in order."""
-    from fssbench.evaluation import data_root_from, open_reader, protocol_manifests, resolve_folds
+    from fssbench.harness.evaluation import data_root_from, open_reader, protocol_manifests, resolve_folds
 
     spec = registry.protocols.get(protocol)
     folds = resolve_folds(spec, str(fold))
@@ -222,8 +222,8 @@ def data_check(
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
 ) -> None:
     """Check a dataset's layout, counts and files; exit 1 on any problem."""
-    from fssbench.evaluation import data_root_from
-    from fssbench.progress import file_progress
+    from fssbench.harness.evaluation import data_root_from
+    from fssbench.harness.progress import file_progress
     from fssbench.protocols.datacheck import check_dataset
 
     with file_progress(f"checking {dataset}") as on_file:
@@ -239,9 +239,9 @@ def data_prepare(
     split: str = typer.Option("val2014", help="val2014 or train2014."),
 ) -> None:
     """Write the mask files a dataset needs, once (COCO-20i from instances_<split>.json, with pycocotools)."""
-    from fssbench.errors import UsageError
-    from fssbench.evaluation import data_root_from
-    from fssbench.progress import file_progress
+    from fssbench.harness.errors import UsageError
+    from fssbench.harness.evaluation import data_root_from
+    from fssbench.harness.progress import file_progress
     from fssbench.protocols.coco_prepare import prepare_coco_masks
 
     if dataset != "coco":
@@ -334,7 +334,7 @@ def compare_command(
     results: Path = RESULTS_OPTION,
 ) -> None:
     """Regression gate: exit 0 pass, 1 regression, 2 usage error, 3 incomparable."""
-    from fssbench.errors import FssbenchError
+    from fssbench.harness.errors import FssbenchError
     from fssbench.reports.compare import compare_records, describe, incomparable
 
     current_record = _load_run(current, results)
@@ -352,7 +352,7 @@ def compare_command(
 
 
 def _load_run(reference: str, results: Path) -> dict:
-    from fssbench.errors import UsageError
+    from fssbench.harness.errors import UsageError
 
     path = Path(reference)
     if path.suffix == ".json" or path.is_file():
