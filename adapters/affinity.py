@@ -4,7 +4,7 @@ An affinity-based method encodes the query and the reference set once, then
 1. computes the affinity of every query pixel to the references' foreground (S+) and background
    (S-): one map per reference, combined by a mean over references (or by given weights);
 2.-3. turns S+ and S- into a prior, prompts and a mask.
-Splitting `predict` into `encode`, `affinity` and `segment` lets a booster (GSM) change the
+Splitting `predict` into `encode`, `affinity` and `mask` lets a booster (GSM) change the
 reference set and the reference weights of step 1 and run steps 2-3 again, without knowing how a
 method computes its affinities or its masks.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fssbench.harness.contract import Adapter, EpisodeBatch
+from fssbench.harness.contract import EpisodeBatch, FssAdapter
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,8 @@ def combine_references(values: torch.Tensor, weights: torch.Tensor | None) -> to
     return (weights.view(*weights.shape, *(1,) * (values.dim() - 2)) * values).sum(dim=1)
 
 
-class AffinityAdapter(Adapter):
-    """An adapter whose `predict` is `segment(affinity(encode(batch)))`."""
+class AffinityAdapter(FssAdapter):
+    """An adapter whose `predict` is `mask(affinity(encode(batch)))`."""
 
     @abstractmethod
     def encode(self, batch: EpisodeBatch) -> Encoded: ...
@@ -96,9 +96,9 @@ class AffinityAdapter(Adapter):
         """Step 1. Weights [B, N] combine the references' affinities (None: their plain mean)."""
 
     @abstractmethod
-    def segment(self, encoded: Encoded, affinity: Affinity) -> torch.Tensor:
+    def mask(self, encoded: Encoded, affinity: Affinity) -> torch.Tensor:
         """Steps 2 and 3: [B, H, W] foreground probability (or 0/1 mask) at the evaluation resolution."""
 
     def predict(self, batch: EpisodeBatch) -> torch.Tensor:
         encoded = self.encode(batch)
-        return self.segment(encoded, self.affinity(encoded, encoded.references))
+        return self.mask(encoded, self.affinity(encoded, encoded.references))

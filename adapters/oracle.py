@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from fssbench.harness.contract import IGNORE_INDEX, Adapter, EpisodeBatch, GfssLabelSpace, GfssSupportSet, SetupContext
+from fssbench.harness.contract import (IGNORE_LABEL, EpisodeBatch, FssAdapter, GfssAdapter, GfssLabelSpace, GfssSupportSet,
+                                       SetupContext)
 
 
-class OracleAdapter(Adapter):
+class OracleAdapter(FssAdapter, GfssAdapter):
     description = "returns the query ground truth; proves the pipeline (must score 100 mIoU)"
-    tasks = frozenset({"fss", "gfss"})
     support_annotations = frozenset({"mask", "box", "scribble", "none", "text"})
     needs_query_ground_truth = True
 
@@ -24,4 +24,4 @@ class OracleAdapter(Adapter):
         pass
 
     def segment(self, images: torch.Tensor, truth: torch.Tensor | None = None) -> torch.Tensor:
-        return truth.masked_fill(truth == IGNORE_INDEX, 0)  # ignored pixels are not scored
+        return truth.masked_fill(truth == IGNORE_LABEL, 0)  # ignored pixels are not scored

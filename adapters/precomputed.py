@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fssbench.harness.contract import Adapter, EpisodeBatch, SetupContext, WeightSpec
+from fssbench.harness.contract import EpisodeBatch, FssAdapter, SetupContext, WeightSpec
 from fssbench.harness.errors import PredictionError
 
 
-class PrecomputedAdapter(Adapter):
+class PrecomputedAdapter(FssAdapter):
     description = "scores prediction PNGs from a folder (one per episode index): any external method"
     support_annotations = frozenset({"mask", "box", "scribble", "none", "text"})
     weights = (WeightSpec("predictions", "a folder of fold<F>/<episode index>.png prediction masks",

@@ -56,13 +56,13 @@ def prototype_probabilities(query: torch.Tensor, foreground: torch.Tensor, backg
 
 
 class ProtoNetAdapter(AffinityAdapter):
-    description = "training-free prototypes + cosine similarity on ImageNet EfficientNet-Lite0 features"
+    description = "training-free prototypes + cosine similarity on ImageNet EfficientNet-Lite features (Lite0 default)"
     support_annotations = frozenset({"mask", "box", "scribble"})
-    variant = 0
+    backbones = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 
     @property
-    def backbone(self) -> str:
-        return f"efficientnet-lite{self.variant}"
+    def variant(self) -> int:
+        return int(self.backbone[-1])
 
     def packaged_weights(self) -> dict[str, Path]:
         return {self.backbone: efficientnet_lite_weights(self.variant)}
@@ -84,6 +84,6 @@ class ProtoNetAdapter(AffinityAdapter):
         return prototype_affinity(encoded.query_features, combine_references(foreground, foreground_weights),
                                   combine_references(background, background_weights))
 
-    def segment(self, encoded: Encoded, affinity: Affinity) -> torch.Tensor:
+    def mask(self, encoded: Encoded, affinity: Affinity) -> torch.Tensor:
         probability = affinity_probabilities(affinity)
         return F.interpolate(probability[:, None], encoded.image_size, mode="bilinear", align_corners=False)[:, 0]

@@ -1,9 +1,11 @@
 """The method adapter contract.
 
-An adapter declares what it can do (tasks, support annotations), the weight files it needs and
-whether it can run with random weights; `setup` loads it on a device once per run and `predict`
-maps a batch of episodes to per-query foreground probabilities (or 0/1 masks) at the evaluation
-resolution. The harness loads data, checks predictions, scores and times; adapters only predict.
+An adapter declares what it can do (support annotations, options and their choices, backbones), the
+weight files it needs and whether it can run with random weights; `setup` loads it on a device once
+per run. Its task interfaces say which tasks it does: an `FssAdapter` maps a batch of episodes to
+per-query foreground probabilities (or 0/1 masks) at the evaluation resolution; a `GfssAdapter`
+adapts to a run's novel supports and labels whole images. The harness loads data, checks outputs,
+scores and times; adapters only predict.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import ClassVar
 
 import torch
 
+from fssbench.harness.datasets import IGNORE_LABEL  # noqa: F401  (adapters find it in the contract)
 from fssbench.harness.episodes import Episode
+from fssbench.harness.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,6 @@ class EpisodeBatch:
     query_masks: torch.Tensor | None = field(default=None)  # [B, H, W]
 
 
-IGNORE_INDEX = 255  # label index of ignored and padding pixels in generalized FSS label maps
-
-
 @dataclass
 class GfssLabelSpace:
     """Generalized FSS labels: index 0 is background, then the base classes, then the novel classes
@@ -91,18 +92,33 @@ OptionValue = bool | int | float | str
 
 
 class Adapter(ABC):
+    """What every method declares. A method implements one task interface or both: `FssAdapter`
+    (episodic FSS: `predict`) and `GfssAdapter` (generalized FSS: `adapt` once, then `segment`)."""
+
     description: ClassVar[str]
-    tasks: ClassVar[frozenset[str]] = frozenset({"fss"})
+    tasks: ClassVar[frozenset[str]]  # derived from the interfaces the class implements
     support_annotations: ClassVar[frozenset[str]] = frozenset({"mask"})
     weights: ClassVar[tuple[WeightSpec, ...]] = ()
     supports_random_init: ClassVar[bool] = True
     needs_query_ground_truth: ClassVar[bool] = False
     option_defaults: ClassVar[dict[str, OptionValue]] = {}  # --option NAME=VALUE, typed by the default
+    option_choices: ClassVar[dict[str, tuple[str, ...]]] = {}  # the accepted values of enumerated options
     backbones: ClassVar[tuple[str, ...]] = ()  # accepted --backbone names; the first is the default
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.tasks = frozenset(base.__dict__["task"] for base in cls.__mro__ if "task" in base.__dict__)
 
     def __init__(self, options: dict[str, OptionValue] | None = None, backbone: str | None = None) -> None:
         self.options: dict[str, OptionValue] = {**self.option_defaults, **(options or {})}
+        self.check_choices(self.options)
         self.backbone_name = backbone or (self.backbones[0] if self.backbones else None)
+
+    @classmethod
+    def check_choices(cls, options: dict[str, OptionValue]) -> None:
+        for name, allowed in cls.option_choices.items():
+            if options[name] not in allowed:
+                raise UsageError(f"--option {name}={options[name]}: expected one of {', '.join(allowed)}")
 
     @property
     def backbone(self) -> str | None:
@@ -115,15 +131,26 @@ class Adapter(ABC):
     @abstractmethod
     def setup(self, context: SetupContext) -> None: ...
 
+
+class FssAdapter(Adapter):
+    """Episodic few-shot segmentation: each episode's supports and query in, a foreground map out."""
+
+    task: ClassVar[str] = "fss"
+
+    @abstractmethod
     def predict(self, batch: EpisodeBatch) -> torch.Tensor:
         """[B, H, W] foreground probabilities in [0, 1] (or 0/1 masks); foreground where > 0.5."""
-        raise NotImplementedError(f"{type(self).__name__} declares no few-shot segmentation task")
 
-    # Generalized FSS (adapters whose `tasks` hold "gfss"): adapt once per run, then label whole images.
-    def adapt(self, labels: GfssLabelSpace, supports: GfssSupportSet) -> None:
-        raise NotImplementedError(f"{type(self).__name__} declares no generalized FSS task")
 
+class GfssAdapter(Adapter):
+    """Generalized FSS: adapt once per run to the novel classes' supports, then label whole images."""
+
+    task: ClassVar[str] = "gfss"
+
+    @abstractmethod
+    def adapt(self, labels: GfssLabelSpace, supports: GfssSupportSet) -> None: ...
+
+    @abstractmethod
     def segment(self, images: torch.Tensor, truth: torch.Tensor | None = None) -> torch.Tensor:
         """images [B, 3, H, W] -> [B, H, W] integer label indices of the run's label space. `truth` is
         the ground-truth label indices, given only to adapters that declare `needs_query_ground_truth`."""
-        raise NotImplementedError(f"{type(self).__name__} declares no generalized FSS task")

@@ -19,7 +19,15 @@ from PIL import Image
 
 from fssbench.harness.errors import DataError, UsageError
 
-IGNORE_LABEL = 255
+IGNORE_LABEL = 255  # label value of ignored pixels, in label maps and in GFSS label indices
+
+
+def data_root_from(flag: Path | None) -> Path | None:
+    """`--data-root`, else $FSSBENCH_DATA, else None (readers that can, like the demo's, find their own)."""
+    if flag is not None:
+        return flag
+    env = os.environ.get("FSSBENCH_DATA")
+    return Path(env).expanduser() if env else None
 
 
 class DatasetReader(ABC):

@@ -1,19 +1,24 @@
-"""The generalized FSS loop of one fold: per run, adapt once to the novel classes' supports, then
-label every query image over background + base + novel classes and score it with a confusion matrix."""
+"""Generalized FSS as a task (DIaM's protocol): per run, adapt once to the novel classes' supports,
+then label every query image over background + base + novel classes and score it with a confusion
+matrix. A fold's units are its runs' queries, keyed "run:index"; each run is one group."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Iterable
 
 import torch
 
-from fssbench.harness.contract import IGNORE_INDEX, Adapter, GfssLabelSpace, GfssSupportSet
+from fssbench.harness.contract import IGNORE_LABEL, GfssAdapter, GfssLabelSpace, GfssSupportSet
 from fssbench.harness.datasets import DatasetReader
-from fssbench.harness.episodes import GfssRun
-from fssbench.harness.errors import DataError, PredictionError
-from fssbench.harness.gfss_metrics import SparseConfusion, query_confusion
+from fssbench.harness.episodes import GfssManifest, GfssRun
+from fssbench.harness.errors import DataError, PredictionError, UsageError
+from fssbench.harness.gfss_metrics import GFSS_METRICS, GfssRunState, average_over_runs, query_confusion
 from fssbench.harness.loading import EpisodeLoader
-from fssbench.harness.timing import now, synchronize
+from fssbench.harness.record import GfssFoldResult, GfssRunResult
+from fssbench.harness.specs import ProtocolSpec
+from fssbench.harness.task import FoldContext, FoldRun, Group, Payload, Task
+
+Query = tuple[int, int, str]  # run, index in the run, image id
 
 
 def label_space(reader: DatasetReader, fold: int) -> GfssLabelSpace:
@@ -27,7 +32,7 @@ def label_space(reader: DatasetReader, fold: int) -> GfssLabelSpace:
 def label_indices(loader: EpisodeLoader, label: torch.Tensor, space: GfssLabelSpace,
                   only: int | None = None) -> torch.Tensor:
     """A label map (class id + 1 per pixel, the readers' convention) as label indices of `space`;
-    ignored and padding pixels get IGNORE_INDEX. With `only` (a support's class), every other class
+    ignored and padding pixels get IGNORE_LABEL. With `only` (a support's class), every other class
     counts as background, as in DIaM's supports."""
     table = torch.zeros(256, dtype=torch.long)
     for index, class_id in enumerate(space.base + space.novel, start=1):
@@ -36,7 +41,7 @@ def label_indices(loader: EpisodeLoader, label: torch.Tensor, space: GfssLabelSp
     target = table[label.long().clamp(0, 255)]
     ignore = loader.ignore(label)
     if ignore is not None:
-        target[ignore] = IGNORE_INDEX
+        target[ignore] = IGNORE_LABEL
     return target
 
 
@@ -73,50 +78,84 @@ def check_labels(prediction: object, expected: tuple[int, ...], classes: int, wh
     return prediction
 
 
-def run_gfss_fold(
-    method: str,
-    adapter: Adapter,
-    loader: EpisodeLoader,
-    runs: tuple[GfssRun, ...],
-    space: GfssLabelSpace,
-    done: set[tuple[int, int]],
-    device: torch.device,
-    on_adapted: Callable[[GfssRun, float], None],
-    on_scored: Callable[[GfssRun, int, SparseConfusion, tuple[float, float, float]], None],
-    batch_size: int = 1,
-) -> None:
-    """Each run: adapt to its supports (`on_adapted` gets the milliseconds), then label its queries not
-    in `done` ((run, index) pairs already journaled), `batch_size` per call; `on_scored` gets each
-    query's sparse confusion counts and (data, compute, scoring) milliseconds."""
-    size = loader.size
-    for run in runs:
-        remaining = [(index, query) for index, query in enumerate(run.queries) if (run.run, index) not in done]
-        if not remaining:
-            continue
-        supports = support_set(loader, run, space, device)
-        synchronize(device)
-        started = now()
+class GfssFoldRun(FoldRun):
+    def __init__(self, context: FoldContext, manifest: GfssManifest) -> None:
+        self.context, self.manifest = context, manifest
+        self.fold = manifest.runs[0].fold
+        self.space = label_space(context.reader, self.fold)
+        self.states = {run.run: GfssRunState(len(self.space.base), len(self.space.novel)) for run in manifest.runs}
+        self.cells: dict[str, list[tuple[int, int, int]]] = {}
+
+    def key(self, query: Query) -> str:
+        return f"{query[0]}:{query[1]}"
+
+    def groups(self) -> Iterable[Group]:
+        for run in self.manifest.runs:
+            yield Group([(run.run, index, image) for index, image in enumerate(run.queries)],
+                        prepare=lambda run=run: self._adapt(run), name=f"adapt_ms_fold{self.fold}_run{run.run}")
+
+    def _adapt(self, run: GfssRun) -> None:
+        context = self.context
+        supports = support_set(context.loader, run, self.space, context.device)
         with torch.inference_mode():
-            adapter.adapt(space, supports)
-        synchronize(device)
-        on_adapted(run, 1000 * (now() - started))
-        for start in range(0, len(remaining), batch_size):
-            chunk = remaining[start:start + batch_size]
-            started = now()
-            decoded = [_decoded(loader, query, f"run {run.run}, query {index}") for index, query in chunk]
-            truth = torch.stack([label_indices(loader, label, space) for _, label in decoded]).to(device)
-            images = torch.stack([image for image, _ in decoded]).to(device).float().div_(255)
-            synchronize(device)
-            loaded_at = now()
-            with torch.inference_mode():
-                prediction = adapter.segment(images, truth if adapter.needs_query_ground_truth else None)
-            synchronize(device)
-            predicted_at = now()
-            where = f"method {method!r}, fold {run.fold}, run {run.run}, query {chunk[0][0]}"
-            labels = check_labels(prediction, (len(chunk), size, size), space.size, where)
-            cells = [query_confusion(labels[i], truth[i], truth[i] == IGNORE_INDEX, space.size)
-                     for i in range(len(chunk))]
-            share = 1000 / len(chunk)
-            milliseconds = tuple(share * t for t in (loaded_at - started, predicted_at - loaded_at, now() - predicted_at))
-            for (index, _), counts in zip(chunk, cells):
-                on_scored(run, index, counts, milliseconds)
+            context.adapter.adapt(self.space, supports)
+
+    def load(self, queries: list[Query]) -> tuple[torch.Tensor, torch.Tensor]:
+        loader, device = self.context.loader, self.context.device
+        decoded = [_decoded(loader, image, f"run {run}, query {index}") for run, index, image in queries]
+        truth = torch.stack([label_indices(loader, label, self.space) for _, label in decoded]).to(device)
+        return torch.stack([image for image, _ in decoded]).to(device).float().div_(255), truth
+
+    def call(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> object:
+        images, truth = inputs
+        adapter = self.context.adapter
+        return adapter.segment(images, truth if adapter.needs_query_ground_truth else None)
+
+    def score(self, queries: list[Query], inputs, output) -> list[Payload]:
+        size, truth = self.context.loader.size, inputs[1]
+        run, index, _ = queries[0]
+        where = f"method {self.context.method!r}, fold {self.fold}, run {run}, query {index}"
+        labels = check_labels(output, (len(queries), size, size), self.space.size, where)
+        return [{"cells": query_confusion(labels[i], truth[i], truth[i] == IGNORE_LABEL, self.space.size)}
+                for i in range(len(queries))]
+
+    def update(self, key: str, payload: Payload) -> None:
+        cells = [tuple(cell) for cell in payload["cells"]]
+        self.states[int(key.split(":")[0])].update(cells)
+        self.cells[key] = cells
+
+    def done(self) -> set[str]:
+        return set(self.cells)
+
+    def running_score(self) -> float | None:
+        scored = [state for state in self.states.values() if state.queries]
+        return average_over_runs([state.scores() for state in scored])["mean"] if scored else None
+
+    def result(self, preparation_ms: dict[str, float]) -> GfssFoldResult:
+        runs = [GfssRunResult(run=run, queries=state.queries, **state.scores()) for run, state in self.states.items()]
+        average = average_over_runs([run.model_dump() for run in runs])
+        prefix = f"adapt_ms_fold{self.fold}_run"
+        return GfssFoldResult(
+            fold=self.fold, manifest_sha256=self.manifest.sha256, episodes=len(self.cells),
+            metrics={"miou": average["mean"], "base": average["base"], "novel": average["novel"],
+                     "harmonic": average["harmonic"]},
+            runs=runs, label_names=self.space.names, base_classes=len(self.space.base),
+            adapt_ms={int(name[len(prefix):]): ms for name, ms in preparation_ms.items() if name.startswith(prefix)},
+            confusion={run: state.confusion.tolist() for run, state in self.states.items()},
+            query_confusions=sorted((int(key.split(":")[0]), int(key.split(":")[1]), cells)
+                                    for key, cells in self.cells.items()))
+
+
+class GfssTask(Task):
+    name = "gfss"
+    metrics = GFSS_METRICS
+    interface = GfssAdapter
+
+    def check(self, method: str, adapter_class, spec: ProtocolSpec, original_resolution: bool) -> None:
+        super().check(method, adapter_class, spec, original_resolution)
+        if original_resolution:
+            raise UsageError(f"--original-resolution applies to FSS protocols; {spec.name!r} scores at its "
+                             f"{spec.resolution.describe()} canvas as DIaM does")
+
+    def fold_run(self, context: FoldContext, manifest: GfssManifest) -> GfssFoldRun:
+        return GfssFoldRun(context, manifest)

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fssbench.harness.metrics import MetricSpec
+
+GFSS_METRICS = (MetricSpec("miou", "mean"), MetricSpec("base", "base"), MetricSpec("novel", "novel"),
+                MetricSpec("harmonic", "harmonic"))
 SparseConfusion = list[tuple[int, int, int]]  # (ground truth, prediction, pixels), nonzero cells only
 
 

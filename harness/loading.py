@@ -19,6 +19,7 @@ from PIL import Image
 from fssbench.harness.datasets import DatasetReader
 from fssbench.harness.episodes import Episode
 from fssbench.harness.errors import DataError
+from fssbench.harness.files import open_image
 from fssbench.harness.supports import annotate, needs_instances
 
 
@@ -35,14 +36,9 @@ class LoadedEpisode:
 
 
 def read_image(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path} is unreadable or corrupt ({exc}); re-extract or re-download it") from None
+    with open_image(path) as image:
+        image.load()
+        return image.copy()
 
 
 PADDING = -1  # label value of the canvas outside the image in "pad" mode

@@ -22,6 +22,19 @@ BACKGROUND, FOREGROUND = 0, 1
 
 
 @dataclass(frozen=True)
+class MetricSpec:
+    """A metric a task reports: its record name, column label and direction. Reports and `compare`
+    read these declarations; the first a task declares is its headline metric."""
+
+    name: str
+    label: str
+    higher_is_better: bool = True
+
+
+FSS_METRICS = (MetricSpec("miou", "mIoU"), MetricSpec("fbiou", "FB-IoU"))
+
+
+@dataclass(frozen=True)
 class EpisodeScore:
     index: int
     class_id: int

@@ -37,6 +37,7 @@ def resolve_options(method: str, adapter: type[Adapter], flags: list[str]) -> di
             raise UsageError(f"--option {name}= is given twice")
         given.add(name)
         options[name] = parse_value(name, text, adapter.option_defaults[name])
+    adapter.check_choices(options)
     return options
 
 

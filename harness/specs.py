@@ -68,6 +68,15 @@ class ProtocolSpec:
     def seed(self) -> int:
         return self.sampler["seed"]
 
+    def select_folds(self, fold: str) -> list[int]:
+        """The folds of `--fold N|all`."""
+        if fold == "all":
+            return list(self.folds)
+        if not fold.isdigit() or int(fold) not in self.folds:
+            raise UsageError(f"--fold {fold!r}: protocol {self.name!r} has folds "
+                             f"{', '.join(map(str, self.folds))} (or 'all')")
+        return [int(fold)]
+
 
 def load_spec(path: Path) -> ProtocolSpec:
     """Read, resolve `include:` chains and validate one spec file."""

@@ -18,6 +18,20 @@ import torch
 PHASES = ("data", "compute", "scoring")
 
 
+def resolve_device(name: str) -> torch.device:
+    """The device of `--device auto|cpu|cuda|cuda:N` (auto: CUDA when available)."""
+    from fssbench.harness.errors import UsageError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UsageError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}); "
+                         "use --device cpu")
+    return torch.device(name)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -33,7 +47,6 @@ def latency_summary(episodes: list[tuple[tuple[float, float, float], bool]]) -> 
     result: dict[str, object] = {"warmup_episodes": len(episodes) - len(timed), "timed_episodes": len(timed)}
     for position, phase in enumerate(PHASES):
         result[f"{phase}_ms"] = _stats([latencies[position] for latencies in timed])
-    result["compute_ms_median"] = result["compute_ms"]["median"]
     total_s = sum(sum(latencies) for latencies in timed) / 1000
     result["episodes_per_s"] = len(timed) / total_s if total_s > 0 else None
     result["s_per_episode"] = total_s / len(timed) if timed else None

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from fssbench.harness.errors import DataError
+from fssbench.harness.files import atomic_write
 
 LABELS = "annotations-pycocotools"
 INSTANCES = "instances-pycocotools"
@@ -53,7 +54,4 @@ def prepare_coco_masks(root: Path, split: str = "val2014",
 
 
 def _save(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(array).save(staging)
-    staging.replace(path)
+    atomic_write(path, lambda staging: Image.fromarray(array).save(staging, format="PNG"))

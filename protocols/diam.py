@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from fssbench.harness.datasets import DatasetReader
+from fssbench.harness.datasets import IGNORE_LABEL, DatasetReader
 from fssbench.harness.episodes import GfssRun
 from fssbench.harness.errors import DataError
 from fssbench.harness.loading import read_image
@@ -28,7 +28,6 @@ SUPPORT_MIN_AREA = 16 * 32 * 32
 #: ``config/pascal.yaml`` / ``config/coco.yaml``: ``manual_seed: 2023``, ``n_runs: 5``.
 DIAM_SEED = 2023
 DIAM_RUNS = 5
-IGNORE = 255
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class DiamRun:
 
 def _present(areas: Mapping[int, int]) -> list[int]:
     """Label values present (area > 0) except 0 and 255, like ``np.unique(label)`` minus {0, 255}."""
-    return [int(v) for v, a in areas.items() if a > 0 and int(v) not in (0, IGNORE)]
+    return [int(v) for v, a in areas.items() if a > 0 and int(v) not in (0, IGNORE_LABEL)]
 
 
 def diam_query_list(pairs_by_image: Sequence[str], image_labels: Mapping[str, Mapping[int, int]],

@@ -19,7 +19,6 @@ cache (content-addressed, so edited annotations never reuse a stale mask).
 from __future__ import annotations
 
 import hashlib
-import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,6 +31,7 @@ from fssbench.harness.cache import cache_dir
 from fssbench.harness.datasets import DatasetReader
 from fssbench.harness.episodes import Episode
 from fssbench.harness.errors import DataError, UsageError
+from fssbench.harness.files import atomic_write, open_image
 from fssbench.protocols.hsnet import sample_round_robin_episodes
 from fssbench.protocols.safe_pickle import load_plain_pickle
 
@@ -91,21 +91,13 @@ def union_mask(segmentations: list[object], height: int, width: int, where: str)
 
 def write_mask_png(path: Path, mask: np.ndarray) -> None:
     """Save a boolean mask as a 0/255 grey PNG, atomically (concurrent runs may render the same mask)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(mask.astype(np.uint8) * 255).save(staging, format="PNG")
-    os.replace(staging, path)
+    atomic_write(path, lambda staging: Image.fromarray(mask.astype(np.uint8) * 255).save(staging, format="PNG"))
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the image header."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path} is unreadable or corrupt ({exc}); re-extract or re-download it") from None
+    with open_image(path) as image:
+        return image.size
 
 
 class LvisDataset(DatasetReader):

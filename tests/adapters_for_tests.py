@@ -2,10 +2,10 @@
 
 import torch
 
-from fssbench.harness.contract import Adapter, WeightSpec
+from fssbench.harness.contract import FssAdapter, GfssAdapter, WeightSpec
 
 
-class _Base(Adapter):
+class _Base(FssAdapter):
     description = "test adapter"
 
     def setup(self, context):
@@ -59,14 +59,17 @@ class Thresholded(_Base):
         return (~foreground if self.options["invert"] else foreground).float()
 
 
-class GfssFirstNovel(_Base):
+class GfssFirstNovel(GfssAdapter):
     """Generalized FSS: the truth, except that every base pixel is called the first novel class;
     can be told to be interrupted at its n-th call."""
 
-    tasks = frozenset({"gfss"})
+    description = "test adapter"
     needs_query_ground_truth = True
     interrupt_at: int | None = None
     calls = 0
+
+    def setup(self, context):
+        pass
 
     def adapt(self, labels, supports):
         self.first_novel = 1 + len(labels.base)
@@ -78,3 +81,15 @@ class GfssFirstNovel(_Base):
             raise KeyboardInterrupt
         labels = truth.masked_fill(truth == 255, 0)
         return labels.masked_fill((labels > 0) & (labels < self.first_novel), self.first_novel)
+
+
+class Crashes(_Base):
+    """Fails the way a real model can (not with one of fssbench's errors) at its third call."""
+
+    calls = 0
+
+    def predict(self, batch):
+        Crashes.calls += 1
+        if Crashes.calls == 3:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return batch.query_images[:, 0] * 0

@@ -1,8 +1,9 @@
 """Shared fixtures: an isolated fssbench cache (the demo dataset is generated once per session into
-it), no network, and an in-process CLI runner."""
+it), no network, registries reset after every test, and an in-process CLI runner."""
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import sys
@@ -26,6 +27,24 @@ def isolated_cache(tmp_path_factory) -> Path:
         os.environ.pop("FSSBENCH_CACHE", None)
     else:
         os.environ["FSSBENCH_CACHE"] = previous
+
+
+REGISTRY_TABLES = ("_entries", "_loaded", "_plugins_scanned", "_paths")  # Registry's and ProtocolRegistry's
+
+
+@pytest.fixture(autouse=True)
+def reset_registries():
+    """Whatever a test registers in fssbench.registry (methods, datasets, samplers, backbones,
+    protocols) is gone after it: every registry's tables are snapshotted before and restored after."""
+    from fssbench import registry
+
+    saved = [(table, {name: copy.copy(getattr(table, name)) for name in REGISTRY_TABLES if hasattr(table, name)})
+             for table in vars(registry).values() if isinstance(table, (registry.Registry, registry.ProtocolRegistry))]
+    yield
+    for table, state in saved:
+        with table._lock:
+            for name, value in state.items():
+                setattr(table, name, value)
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,7 @@ def eval_fold0(cli, tmp_path: Path, protocol: str, root: Path, episodes: int) ->
 
 
 def assert_every_episode_is_exact(fold_result: dict, episodes: int) -> None:
-    assert fold_result["episodes"] == episodes and fold_result["miou"] == 100.0
+    assert fold_result["episodes"] == episodes and fold_result["metrics"]["miou"] == 100.0
     for index, class_id, *counts in fold_result["episode_scores"]:
         inter, union = counts[:2], counts[2:]
         assert inter == union and union[1] > 0, (index, class_id, counts)

@@ -82,6 +82,7 @@ def test_an_unknown_dataset_is_a_usage_error_with_a_suggestion():
         check_dataset("deepglob", Path("."))
 
 
+@pytest.mark.slow
 def test_the_data_check_command_exits_non_zero_on_a_damaged_demo(cli, demo_copy):
     assert cli("data", "check", "--dataset", "demo", "--data-root", str(demo_copy)).code == 0
     image = next((demo_copy / "fssbench-demo-v1" / "images").glob("val_00*.png"))

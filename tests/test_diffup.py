@@ -1,7 +1,6 @@
-"""DiffUp: BAFT and UAPF by hand, SCM/DQM shapes, the loss, DDIM, checkpoints across backbones, training
-and the upgrade table. Tiny decoders; backbones at random init except where real weights are the point."""
+"""DiffUp: BAFT and UAPF by hand, SCM/DQM shapes, the loss, DDIM, checkpoints across backbones and
+training. Tiny decoders; backbones at random init except where real weights are the point."""
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,7 +9,8 @@ import torch
 
 from fssbench.harness.contract import EpisodeBatch, SetupContext
 from fssbench.adapters.backbones import ClipResNetFeatures, build_backbone
-from fssbench.adapters.diffup import DiffUpAdapter, train_diffup
+from fssbench.adapters.diffup.adapter import DiffUpAdapter
+from fssbench.adapters.diffup.training import train_diffup
 from fssbench.adapters.diffup.checkpoint import load_checkpoint, save_checkpoint
 from fssbench.adapters.diffup.config import DiffUpConfig
 from fssbench.adapters.diffup.diffusion import Diffusion
@@ -18,10 +18,8 @@ from fssbench.adapters.diffup.priors import (Conditions, affinity_enhanced, buil
                                              fuse_priors, query_affinity)
 from fssbench.adapters.diffup.training import TrainingBatch, diffup_losses, mask_target, step_noise, train_step
 from fssbench.adapters.diffup.unet import UQDD, Modulation, QualityHeads
-from fssbench.adapters.diffup.upgrade import upgrade_csv, upgrade_markdown, upgrade_rows
 from fssbench.harness.episodes import Episode
 from fssbench.harness.errors import UsageError
-from records_for_tests import make_record, with_changes
 from test_backbones import TINY_CLIP_RN, write_tiny_clip_rn50_folder
 
 TINY = DiffUpConfig(name="tiny", image_size=64, mask_size=16, widths=(4, 8, 8), blocks=1, embedding=8, hidden=4,
@@ -238,6 +236,7 @@ def test_a_file_that_is_no_checkpoint_is_refused(tmp_path):
 # --- training ---
 
 
+@pytest.mark.slow
 def test_training_writes_checkpoints_and_a_resumed_run_equals_an_uninterrupted_one(demo_reader, tmp_path):
     config = replace(TINY, checkpoint_every=1)
     folds = [0, 1, 2, 3]
@@ -255,42 +254,3 @@ def test_training_writes_checkpoints_and_a_resumed_run_equals_an_uninterrupted_o
     assert whole_state["step"] == split_state["step"] == 3
     assert whole_state["backbone"] == "efficientnet-lite0" and whole_state["config"]["name"] == "tiny"
     torch.testing.assert_close(whole_state["decoder"], split_state["decoder"], rtol=0, atol=0)
-
-
-# --- the upgrade table ---
-
-
-def upgrade_records():
-    before = with_changes(make_record("r1", "diffup", 0.5), backbone="efficientnet-lite0",
-                          weights={"decoder": "cd" * 32, "efficientnet-lite0": "01" * 32})
-    after = with_changes(make_record("r2", "diffup", 0.6), backbone="efficientnet-lite2",
-                         weights={"decoder": "cd" * 32, "efficientnet-lite2": "02" * 32})
-    return before, after
-
-
-def test_upgrade_table_gives_before_after_and_delta_per_fold_and_mean():
-    before, after = upgrade_records()
-    rows = upgrade_rows(before, after)
-    assert [row.fold for row in rows] == ["0", "1", "mean"]
-    for row, old, new in zip(rows, before["results"], after["results"]):
-        assert (row.before, row.after) == (old["miou"], new["miou"])
-        assert math.isclose(row.delta, new["miou"] - old["miou"])
-    assert math.isclose(rows[-1].delta, after["mean_miou"] - before["mean_miou"])
-    markdown = upgrade_markdown(before, after)
-    assert f"| mean | efficientnet-lite0 | efficientnet-lite2 | {before['mean_miou']:.1f} | " in markdown
-    csv_lines = upgrade_csv(before, after).splitlines()
-    assert csv_lines[0] == "fold,backbone_before,backbone_after,miou_before,miou_after,delta"
-    assert csv_lines[-1].startswith("mean,efficientnet-lite0,efficientnet-lite2,")
-    assert len(csv_lines) == 4
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"weights": {"decoder": "ef" * 32}}, "different decoder checkpoints"),
-    ({"timing_only": True}, "timing-only"),
-    ({"shot": 5}, "differ in shot"),
-    ({"status": "failed"}, "not complete"),
-])
-def test_upgrade_table_refuses_runs_that_are_not_comparable(change, message):
-    before, after = upgrade_records()
-    with pytest.raises(UsageError, match=message):
-        upgrade_rows(before, with_changes(after, **change))

@@ -9,6 +9,7 @@ import torch
 from fssbench import registry
 from fssbench.harness.gfss import label_space
 from fssbench.harness.gfss_metrics import GfssRunState, average_over_runs, gfss_scores, query_confusion
+from fssbench.harness.record import parse_record
 from fssbench.harness.loading import EpisodeLoader, pad_size
 from fssbench.protocols.diam import SUPPORT_MIN_AREA, label_areas, sample_diam_manifest
 from fssbench.reports.leaderboard import build_tables, to_markdown
@@ -88,7 +89,8 @@ def test_oracle_scores_100_and_the_record_has_diams_figures(cli, tmp_path):
     record = json.loads(result.stdout)
     fold = record["results"][0]
     assert record["task"] == "gfss" and len(fold["runs"]) == 5 and fold["episodes"] == 30
-    assert record["gfss"] == pytest.approx({"base": 100.0, "novel": 100.0, "mean": 100.0, "harmonic": 100.0})  # DIaM: I / (U + 1e-10)
+    assert {m["name"]: m["value"] for m in record["metrics"]} == pytest.approx(
+        {"base": 100.0, "novel": 100.0, "miou": 100.0, "harmonic": 100.0})  # DIaM: I / (U + 1e-10)
     assert set(fold["adapt_ms"]) == {"0", "1", "2", "3", "4"}
     assert record["evaluation_resolution"] == "417x417 (pad)" and record["seed"] == 2023
 
@@ -115,7 +117,7 @@ def test_fss_methods_are_refused_and_original_resolution_too(cli, tmp_path):
 
 
 def test_leaderboard_shows_base_novel_mean_harmonic(cli, tmp_path):
-    record = json.loads(gfss_run(cli, tmp_path).stdout)
+    record = parse_record(json.loads(gfss_run(cli, tmp_path).stdout), "stdout")
     markdown = to_markdown(build_tables([record]))
     assert "| 1-shot base | novel | mean | harmonic | s/query |" in markdown
     assert "| oracle | - | none | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 |" in markdown

@@ -79,7 +79,7 @@ def test_vote_merge_divides_by_the_maximum_vote_and_thresholds_at_half():
 
 
 def test_original_size_upsampling_of_a_padded_canvas_keeps_its_top_left_like_pfenet():
-    from fssbench.harness.runner import upsample_prediction
+    from fssbench.harness.fss import upsample_prediction
 
     canvas = torch.zeros(9, 9)
     canvas[:5, :] = 1  # a landscape image fills the top rows of the canvas; the rest is padding

@@ -58,7 +58,7 @@ def test_options_and_backbone_reach_the_adapter_and_the_record(cli, tmp_path, th
     assert default["backbone"] == "efficientnet-lite0"
     inverted = run(cli, tmp_path, "--option", "invert=true", "--backbone", "efficientnet-lite1")
     assert inverted["variant"] == "invert=on" and inverted["backbone"] == "efficientnet-lite1"
-    assert inverted["mean_miou"] != default["mean_miou"]
+    assert inverted["metrics"][0]["value"] != default["metrics"][0]["value"]
     assert inverted["run_id"] != default["run_id"]  # a different run, never a resume of the default one
 
 

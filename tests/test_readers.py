@@ -52,7 +52,7 @@ def assert_every_episode_is_exact(fold_result: dict) -> None:
     for index, class_id, *counts in fold_result["episode_scores"]:
         inter, union = counts[:2], counts[2:]
         assert inter == union and union[1] > 0, (index, class_id, counts)
-    assert fold_result["fbiou"] == 100.0
+    assert fold_result["metrics"]["fbiou"] == 100.0
 
 
 # PASCAL-5i -------------------------------------------------------------------------------------------
@@ -77,10 +77,10 @@ def test_pascal_oracle_scores_100(cli, tmp_path, protocol):
     root = make_pascal_root(tmp_path / "data")
     record = eval_record(cli, tmp_path, protocol, root, episodes=5)
     fold = record["results"][0]
-    assert fold["miou"] == 100.0 and fold["episodes"] == 5
+    assert fold["metrics"]["miou"] == 100.0 and fold["episodes"] == 5
     assert fold["class_names"] == {"0": "aeroplane", "1": "bicycle", "2": "bird", "3": "boat", "4": "bottle"}
     assert_every_episode_is_exact(fold)
-    assert record["dataset"]["masks"].startswith("VOC2012/SegmentationClassAug")
+    assert record["dataset"]["fingerprint"]["masks"].startswith("VOC2012/SegmentationClassAug")
 
 
 def test_pascal_lists_are_read_line_by_line_and_refused_when_malformed(tmp_path):
@@ -140,7 +140,7 @@ def test_coco_oracle_scores_100_once_every_class_is_queried(cli, tmp_path, proto
     root = make_coco_root(tmp_path / "data")
     episodes = episodes_until_every_class_is_queried(cli, protocol, root, classes=20)
     fold = eval_record(cli, tmp_path, protocol, root, episodes)["results"][0]
-    assert fold["miou"] == 100.0 and fold["episodes"] == episodes
+    assert fold["metrics"]["miou"] == 100.0 and fold["episodes"] == episodes
     assert fold["class_names"]["0"] == "person" and fold["class_names"]["76"] == "scissors"
     assert_every_episode_is_exact(fold)
 
@@ -258,7 +258,7 @@ def test_fss1000_oracle_scores_100_on_every_episode(cli, tmp_path, layout):
     fold = record["results"][0]
     assert_every_episode_is_exact(fold)
     assert fold["per_class_iou"]["760"] == 100.0 and fold["class_names"]["760"] == "test_class_000"
-    assert fold["miou"] == pytest.approx(100 / 240)  # HSNet averages over all 240 classes; 239 were not queried
+    assert fold["metrics"]["miou"] == pytest.approx(100 / 240)  # HSNet averages over all 240 classes; 239 were not queried
     assert record["timing"]["images_decoded"] == 10
 
 

@@ -12,12 +12,15 @@ from fssbench.registry import BUILTIN_SPEC_DIR, ProtocolRegistry, Registry
 
 PLUGIN_MODULE = '''
 from pathlib import Path
-from fssbench.harness.contract import Adapter
+
+import typer
+
+from fssbench.harness.contract import FssAdapter
 
 SPECS = Path(__file__).parent / "plugin_specs"
 
 
-class EmptyAdapter(Adapter):
+class EmptyAdapter(FssAdapter):
     description = "predicts background everywhere"
 
     def setup(self, context):
@@ -25,6 +28,11 @@ class EmptyAdapter(Adapter):
 
     def predict(self, batch):
         return batch.query_images[:, 0] * 0
+
+
+def train(steps: int = typer.Option(1, "--steps")) -> None:
+    """Train the empty method (a command contributed through the fssbench.commands hook)."""
+    print(f"trained empty for {steps} steps")
 '''
 
 PLUGIN_SPEC = """\
@@ -47,7 +55,8 @@ def make_plugin_site(root: Path) -> Path:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-plugin\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(
         "[fssbench.adapters]\nempty = fake_plugin:EmptyAdapter\nbroken = broken_plugin:Adapter\n\n"
-        "[fssbench.protocols]\nplugin-demo = fake_plugin:SPECS\n")
+        "[fssbench.protocols]\nplugin-demo = fake_plugin:SPECS\n\n"
+        "[fssbench.commands]\ntrain empty = fake_plugin:train\n")
     return site
 
 
@@ -85,6 +94,8 @@ def test_plugins_are_discovered_and_a_broken_one_fails_loudly(tmp_path, monkeypa
     methods = Registry("method", "fssbench.adapters")
     entry = methods.entry("empty")
     assert entry.origin == "plugin fake-plugin 1.0"
+    assert entry.description == "predicts background everywhere"  # read from the class, not imported
+    assert "fake_plugin" not in sys.modules
     assert methods.get("empty").__name__ == "EmptyAdapter"
     with pytest.raises(FssbenchError, match=r"method 'broken' \(plugin fake-plugin 1.0\).*a_module_that_does_not_exist"):
         methods.get("broken")
@@ -93,6 +104,7 @@ def test_plugins_are_discovered_and_a_broken_one_fails_loudly(tmp_path, monkeypa
     assert protocols.get("plugin-demo").shot == 1
 
 
+@pytest.mark.slow
 def test_a_plugin_runs_end_to_end_through_the_cli(tmp_path):
     site = make_plugin_site(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(site)}
@@ -104,8 +116,12 @@ def test_a_plugin_runs_end_to_end_through_the_cli(tmp_path):
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert '"miou": 0.0' in run.stdout
+    trained = subprocess.run([sys.executable, "-m", "fssbench", "train", "empty", "--steps", "3"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert trained.returncode == 0 and trained.stdout == "trained empty for 3 steps\n", trained.stderr
 
 
+@pytest.mark.slow
 def test_help_and_list_import_no_torch():
     code = ("import sys\nfrom fssbench.cli import app\n"
             "for args in (['--help'], ['list', 'methods'], ['list', 'protocols']):\n"

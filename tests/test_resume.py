@@ -12,15 +12,21 @@ import numpy as np
 import pytest
 
 from fssbench import registry
-from fssbench.harness.evaluation import EvalRequest, evaluate
+from fssbench.cli.evaluate import EvalRequest, evaluate
 
 from adapters_for_tests import Flaky
 
-COMPARED = ("fold", "miou", "fbiou", "episodes", "manifest_sha256", "per_class_iou", "episode_scores", "miou_ci95")
+COMPARED = ("fold", "metrics", "episodes", "manifest_sha256", "per_class_iou", "episode_scores", "miou_ci95")
 
 
 def results_of(record):
     return [{key: result[key] for key in COMPARED} for result in record["results"]]
+
+
+def evaluated(request: EvalRequest):
+    """The run's record as its JSON value, and the record file."""
+    record, path = evaluate(request)
+    return record.model_dump(mode="json"), path
 
 
 @pytest.fixture
@@ -35,7 +41,7 @@ def test_interrupted_several_times_then_finished_equals_one_uninterrupted_run(fl
     def request(out):
         return EvalRequest(method="test-Flaky", protocol="demo-1shot", fold="all", episodes=12, out=out, device="cpu")
 
-    whole, _ = evaluate(request(tmp_path / "whole"))
+    whole, _ = evaluated(request(tmp_path / "whole"))
     assert flaky.calls == 48 and whole["resumed_episodes"] == 0
 
     rng = np.random.default_rng(0)
@@ -43,7 +49,7 @@ def test_interrupted_several_times_then_finished_equals_one_uninterrupted_run(fl
     while True:
         flaky.interrupt_at = flaky.calls + int(rng.integers(1, 20))
         try:
-            resumed, path = evaluate(request(tmp_path / "resumed"))
+            resumed, path = evaluated(request(tmp_path / "resumed"))
             break
         except KeyboardInterrupt:
             interruptions += 1
@@ -53,13 +59,13 @@ def test_interrupted_several_times_then_finished_equals_one_uninterrupted_run(fl
     flaky.interrupt_at = None
     assert flaky.calls == 48 + interruptions  # each interrupted call was the only one redone
     assert results_of(resumed) == results_of(whole)
-    assert resumed["mean_miou"] == whole["mean_miou"] and resumed["status"] == "complete"
+    assert resumed["metrics"][0]["value"] == whole["metrics"][0]["value"] and resumed["status"] == "complete"
     assert resumed["run_id"] == json.loads(path.read_text())["run_id"]
     assert resumed["timing"]["timed_episodes"] + resumed["timing"]["warmup_episodes"] == 48
 
-    again, _ = evaluate(request(tmp_path / "resumed"))  # complete: nothing is recomputed
+    again, _ = evaluated(request(tmp_path / "resumed"))  # complete: nothing is recomputed
     assert flaky.calls == 48 + interruptions and results_of(again) == results_of(whole)
-    fresh, _ = evaluate(EvalRequest(**{**request(tmp_path / "resumed").__dict__, "resume": False}))
+    fresh, _ = evaluated(EvalRequest(**{**request(tmp_path / "resumed").__dict__, "resume": False}))
     assert fresh["run_id"] != resumed["run_id"] and results_of(fresh) == results_of(whole)
 
 
@@ -69,11 +75,12 @@ def journaled(out: Path) -> int:
         return 0
     with sqlite3.connect(journals[0]) as db:
         try:
-            return db.execute("SELECT COUNT(*) FROM episodes").fetchone()[0]
+            return db.execute("SELECT COUNT(*) FROM units").fetchone()[0]
         except sqlite3.OperationalError:
             return 0
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_real_eval_process_loses_at_most_the_episode_in_flight(tmp_path):
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "fssbench", "eval", "-m", "protonet", "-p", "demo-1shot", "--fold", "0",
@@ -94,6 +101,7 @@ def test_kill_9_of_a_real_eval_process_loses_at_most_the_episode_in_flight(tmp_p
     assert results_of(resumed) == results_of(json.loads(uninterrupted.stdout))
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_the_run_resumes(tmp_path):
     out = tmp_path / "terminated"
     command = [sys.executable, "-m", "fssbench", "eval", "-m", "oracle", "-p", "demo-5shot", "--fold", "all",

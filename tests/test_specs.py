@@ -1,5 +1,7 @@
 """Protocol specs: inheritance, validation errors that name file and key, stable hashes."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,7 @@ import pytest
 from fssbench import registry
 from fssbench.harness.errors import UsageError
 from fssbench.harness.specs import load_spec
+from fssbench.registry import ProtocolRegistry, check_sampler_params
 
 BASE = """\
 version: 1
@@ -83,7 +86,48 @@ def test_yaml_tags_that_would_construct_objects_are_refused(tmp_path):
         load_spec(write(tmp_path, "p", "name: !!python/object/apply:os.system ['true']\n"))
 
 
-def test_builtin_protocols_load():
+def test_builtin_protocols_load_with_their_sampler_parameters_checked():
     for name in registry.protocols.names():
         spec = registry.protocols.get(name)
         assert spec.name == name and len(spec.sha256) == 64
+        assert registry.protocols.spec(name) == spec
+
+
+@pytest.mark.parametrize("sampler, key, words", [
+    ("{shuffel: true}", "sampler.shuffel", ["is not a parameter of sampler 'hsnet-list'", "episodes, split"]),
+    ("{name: hsnet-lst}", "sampler.name", ["Did you mean 'hsnet-list'", "Known samplers: diam"]),
+    ("{name: pfenet}", "sampler.workers", ["is missing", "sampler 'pfenet'"]),
+    ("{shot: 5}", "sampler.shot", ["the harness passes it"]),
+])
+def test_sampler_parameter_typos_fail_at_load_naming_the_file_and_the_key(tmp_path, sampler, key, words):
+    write(tmp_path, "_base", BASE)
+    path = write(tmp_path, "p", child("p", f"sampler: {sampler}\n"))
+    protocols = ProtocolRegistry([tmp_path], entry_point_group="fssbench.no-plugins-here")
+    with pytest.raises(UsageError) as error:
+        protocols.get("p")
+    message = str(error.value)
+    assert message.startswith(f"protocol spec {path}: key '{key}' ") and all(w in message for w in words), message
+
+
+def test_a_sampler_taking_any_keyword_accepts_any_sampler_key(tmp_path):
+    def open_sampler(reader, fold, shot, seed, **options):
+        return []
+
+    def strict_sampler(reader, fold, shot, seed, episodes):
+        return []
+
+    write(tmp_path, "_base", BASE)
+    spec = load_spec(write(tmp_path, "p", child("p", "sampler: {shuffel: true}\n")))
+    check_sampler_params(spec, open_sampler)
+    with pytest.raises(UsageError, match="key 'sampler.shuffel' is not a parameter of sampler 'hsnet-list'"):
+        check_sampler_params(spec, strict_sampler)
+
+
+@pytest.mark.slow
+def test_listing_protocol_specs_imports_no_sampler_module():
+    code = ("import sys\nfrom fssbench import registry\n"
+            "for name in registry.protocols.names():\n    registry.protocols.spec(name).description\n"
+            "loaded = [m for m in sys.modules if m == 'torch' or m.startswith('fssbench.protocols.')]\n"
+            "assert not loaded, loaded\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fssbench.harness.contract import Adapter, EpisodeBatch, SetupContext, WeightSpec
+from fssbench.harness.contract import EpisodeBatch, FssAdapter, SetupContext, WeightSpec
 from fssbench.adapters.backbones import BACKBONES, build_backbone, efficientnet_lite_weights
 from fssbench.adapters.diffup.checkpoint import TRAIN_COMMAND, decoder_from, load_checkpoint
 from fssbench.adapters.diffup.config import resolve_config
@@ -40,7 +40,7 @@ def episode_noise(seed: int, episode: Episode, count: int, size: int) -> torch.T
     return torch.randn((count, 1, size, size), generator=torch.Generator().manual_seed(int(state)))
 
 
-class DiffUpAdapter(Adapter):
+class DiffUpAdapter(FssAdapter):
     description = "DiffUp: diffusion decoder over backbone-agnostic priors; backbones swap without re-training"
     support_annotations = frozenset({"mask", "box", "scribble", "none", "text"})
     weights = (

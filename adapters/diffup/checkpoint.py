@@ -3,7 +3,6 @@ the training step and the optimizer state, loadable with `torch.load(..., weight
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 from fssbench.adapters.diffup.config import DiffUpConfig
 from fssbench.adapters.diffup.unet import UQDD
 from fssbench.harness.errors import UsageError
+from fssbench.harness.files import atomic_write
 
 CHECKPOINT_FORMAT = "fssbench-diffup"
 CHECKPOINT_VERSION = 1
@@ -21,10 +21,8 @@ TRAIN_HINT = f"write one with {TRAIN_COMMAND}"
 
 def save_checkpoint(path: Path, contents: dict[str, Any]) -> None:
     """Write atomically, so an interrupted save leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **contents}, staging)
-    os.replace(staging, path)
+    atomic_write(path, lambda staging: torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                                                   **contents}, staging))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -180,7 +180,7 @@ def train_diffup(reader: DatasetReader, fold: int, folds: Sequence[int], backbon
     checkpoint at `out` is continued (same backbone, config, fold, shot, seed, dataset); without it an
     existing `out` is refused.
     """
-    from fssbench.harness.evaluation import resolve_device
+    from fssbench.harness.timing import resolve_device
 
     config = resolve_config(config)
     out = Path(out)

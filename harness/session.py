@@ -1,0 +1,110 @@
+"""A run session owns one run's lifecycle: its journal, the signal handlers, the memory probe and the
+record. Whatever ends the run (completion, an error of any type, Ctrl-C or SIGTERM), the record is
+completed from the journal, written and stored before the exception goes on; the previous SIGTERM
+handler is restored, so programs that call fssbench in-process keep their own.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from fssbench.harness.errors import FssbenchError
+from fssbench.harness.journal import Journal
+from fssbench.harness.record import RunError, RunRecord, Timing, utc_now, write_record
+from fssbench.harness.store import STORE_NAME, ResultsStore
+from fssbench.harness.task import Task
+from fssbench.harness.timing import MemoryProbe, latency_summary
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt inside the block (so it stops as cleanly as Ctrl-C); the
+    previous handler is restored on exit. Outside the main thread signals cannot be handled: no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class RunSession:
+    """`with RunSession(...) as session:` runs folds into `session.record`; on exit the record is final."""
+
+    def __init__(self, record: RunRecord, task: Task, journal_path: Path, resume: bool, device: torch.device,
+                 out: Path, warmup: int, images_decoded: Callable[[], int]) -> None:
+        self.record, self.task, self.out = record, task, Path(out)
+        self.journal_path, self.resume, self.device = journal_path, resume, device
+        self.warmup, self.images_decoded = warmup, images_decoded
+        self.path: Path | None = None
+        self._units_this_process = 0
+        self._signals = sigterm_interrupts()
+
+    def __enter__(self) -> RunSession:
+        if not self.resume:
+            for stale in (self.journal_path, *(self.journal_path.with_name(self.journal_path.name + suffix)
+                                               for suffix in ("-wal", "-shm"))):
+                stale.unlink(missing_ok=True)
+        self.journal = Journal(self.journal_path)
+        record, journal = self.record, self.journal
+        record.run_id = journal.meta("run_id") or record.run_id
+        record.started_at = journal.meta("started_at") or record.started_at
+        journal.set_meta("run_id", record.run_id)
+        journal.set_meta("started_at", record.started_at)
+        record.journal = str(journal.path)
+        record.resumed_episodes = len(journal.latencies())
+        self.memory = MemoryProbe(self.device)
+        self._signals.__enter__()
+        return self
+
+    def is_warmup(self) -> bool:
+        """Whether the next unit this process scores is a warm-up one (left out of timing statistics)."""
+        self._units_this_process += 1
+        return self._units_this_process <= self.warmup
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        try:
+            if exc is None:
+                self.record.status = "complete"
+            else:
+                interrupted = isinstance(exc, KeyboardInterrupt)
+                self.record.status = "interrupted" if interrupted else "failed"
+                self.record.error = RunError(type=exc_type.__name__, message=str(exc) or exc_type.__name__)
+            self.path = self._finish()
+        finally:
+            self.journal.close()
+            self._signals.__exit__(None, None, None)
+        if isinstance(exc, FssbenchError):
+            raise type(exc)(f"{exc}\n(the {self.record.timing.warmup_episodes + self.record.timing.timed_episodes} "
+                            f"units scored so far are journaled and the record is in {self.path}; run the same "
+                            "command again to resume)") from None
+        if exc is not None and not isinstance(exc, KeyboardInterrupt) and hasattr(exc, "add_note"):
+            exc.add_note(f"the run record ({self.record.status}) is in {self.path}")
+        return False
+
+    def _finish(self) -> Path:
+        """Complete the record from the journal (all sessions), write it and add it to the store."""
+        record, journal = self.record, self.journal
+        record.metrics = self.task.summarize(record.results)
+        peak = max(self.memory.read(), journal.meta("memory") or {"peak_memory_mb": 0},
+                   key=lambda memory: memory["peak_memory_mb"])
+        journal.set_meta("memory", peak)
+        record.timing = Timing(**latency_summary(journal.latencies()), memory=peak,
+                               images_decoded=self.images_decoded())
+        record.finished_at = utc_now()
+        path = write_record(record, self.out)
+        with ResultsStore(self.out / STORE_NAME) as store:
+            store.save(record, journal.units())
+        return path
