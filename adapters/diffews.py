@@ -18,8 +18,8 @@ The final configuration of the paper, run as the authors' released inference cod
   uint8, then /255. The foreground score is the mean over RGB; the mask is score > tau_r * max, the
   max taken over all three channels of the decoded image (tau_r = 0.25), or score > tau_a.
 
-Facts from the authors' code. The index holds aim-uofa/DiffewS only partly
-(train_tools/train_icl_multitask_nocrop_nearest_nshot_v3.py); the rest was read in the fork
+Facts from the authors' code, read in aim-uofa/DiffewS (commit d12c396: the training script
+train_tools/train_icl_multitask_nocrop_nearest_nshot_v3.py, temp_input_ids.pt, diffews/models/), in the fork
 ga1i13o/DiffewS (README.md, scripts/, evaluation_util/, diffews/marigold_pipeline_rgb_latent_noise.py,
 scheduler_1.0_1.0/scheduler_config.json) and in LeeX-Bruce/SD-FSMIS, which carries a copy of the authors'
 diffews/models/unet_2d_condition_v2.py and attention_processor_v2.py.
@@ -41,6 +41,9 @@ diffews/models/unet_2d_condition_v2.py and attention_processor_v2.py.
 - attention_processor_v2.py: every BasicTransformerBlock's attn1 keeps a k/v bank; the first (support)
   pass fills it, the query pass appends it after its own keys and values, reshaped (view(batch, -1, C))
   so each query sees its own K supports. Cross-attention is untouched.
+- main_oss.py imports diffews/models/unet_2d_condition.py; in aim-uofa/DiffewS (commit d12c396) it
+  differs from unet_2d_condition_v2.py only by importing attention_processor.py, which is identical to
+  attention_processor_v2.py.
 - marigold_pipeline_rgb_latent_noise.py: latent = VAE posterior mean * 0.18215; the empty prompt is
   tokenizer("", padding="do_not_pad") -> [BOS, EOS] -> text encoder -> [1, 2, 1024]; DDIM with one
   step gives t = 1; prediction = scheduler.step(...).pred_original_sample; decode_seg as above.
@@ -49,22 +52,24 @@ diffews/models/unet_2d_condition_v2.py and attention_processor_v2.py.
   -z_mq at timestep 1.
 
 Where this implementation differs or a source is silent:
-- main_oss.py imports diffews/models/unet_2d_condition.py, which no stored copy holds; we take it to
-  match unet_2d_condition_v2.py (the training script's UNet), whose keys the released weights must have.
 - The paper's eq. 12 takes the maximum of the channel-mean map; the code takes it over the three
   channels (above). We follow the code. Figure 1's caption swaps the branches; eq. 6, appendix A.6 and
   the code agree that the query attends to the supports' keys and values.
-- The authors' training script conditions on a stored `temp_input_ids.pt` whose contents are not
-  published; inference (what we reproduce) uses the 2-token empty prompt. We compute that embedding once
-  in setup from the SD-2.1 folder's tokenizer and text encoder, and do not keep the text encoder.
+- The authors' training script conditions on `temp_input_ids.pt` (in their repository): the empty prompt
+  padded to 77 tokens, [49406, 49407] then zeros. Inference (what we reproduce) uses the unpadded 2-token
+  empty prompt. We compute that embedding once in setup from the SD-2.1 folder's tokenizer and text
+  encoder, and do not keep the text encoder.
 - Images reach the adapter at the protocol's evaluation resolution and are resized to 512 here; to
   evaluate exactly as the authors (original image -> 512, metric at 512) run with `--eval-size 512`.
   At another evaluation size the foreground score is resized bilinearly to it and thresholded with the
   threshold computed at 512.
 - With a batch of B episodes the relative threshold uses each episode's own maximum (the authors run
   one episode per batch).
-- precision=auto runs fp16 autocast on CUDA (the authors' evaluation is fp32: use precision=fp32 to
-  match it) and fp32 on CPU.
+- precision=fp32, the default on every device, is the authors' evaluation. precision=fp16 or bf16 (CUDA
+  only, opt-in, recorded as a variant) runs the model under autocast; the authors' --half_precision
+  instead casts the whole pipeline's weights to fp16.
+- The text encoder runs with eager attention, as in the transformers the authors used; current
+  transformers' default (SDPA) changes the empty-prompt embedding by ~4e-7.
 - config=tiny (random init only) is a small UNet/VAE with the same code, at 64x64, for tests and smoke
   runs; --random-init with config=full builds the SD-2.1-sized networks with random weights (timing only).
 """
@@ -302,22 +307,31 @@ def load_weights(module: nn.Module, folder: Path, weight_name: str, source: str)
     module.load_state_dict(state)
 
 
+def load_text_encoder(sd21: Path) -> nn.Module:
+    """The SD-2.1 CLIP text encoder in fp32 with eager attention, as the authors' transformers ran it
+    (SDPA, the default of current transformers, changes the empty-prompt embedding by ~4e-7; transformers
+    5 would otherwise take the dtype a config.json declares)."""
+    from transformers import CLIPTextModel
+
+    try:
+        return CLIPTextModel.from_pretrained(sd21 / "text_encoder", local_files_only=True, dtype=torch.float32,
+                                             attn_implementation="eager").eval()
+    except OSError as exc:
+        raise UsageError(f"{sd21 / 'text_encoder'}: {exc}; get it from {SD21_SOURCE}") from None
+
+
 def empty_prompt_embedding(sd21: Path) -> torch.Tensor:
     """The SD-2.1 text encoder's embedding of "" tokenized without padding: [1, 2, 1024]."""
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     for required in ("tokenizer/vocab.json", "tokenizer/merges.txt", "text_encoder/config.json"):
         if not (sd21 / required).is_file():
             raise UsageError(f"{sd21 / required} not found: --weights sd21= expects {SD21_EXPECTED}; "
                              f"get it from {SD21_SOURCE}")
     tokenizer = CLIPTokenizer.from_pretrained(sd21 / "tokenizer", local_files_only=True)
-    try:
-        text_encoder = CLIPTextModel.from_pretrained(sd21 / "text_encoder", local_files_only=True)
-    except OSError as exc:
-        raise UsageError(f"{sd21 / 'text_encoder'}: {exc}; get it from {SD21_SOURCE}") from None
     tokens = tokenizer("", padding="do_not_pad", return_tensors="pt").input_ids
     with torch.no_grad():
-        return text_encoder.eval()(tokens)[0]
+        return load_text_encoder(sd21)(tokens)[0]
 
 
 def pretrained_model(sd21: Path, unet_path: Path) -> DiffewsModel:
@@ -356,9 +370,9 @@ def threshold_masks(mask_images: torch.Tensor, size: tuple[int, int], relative: 
 class DiffewsAdapter(FssAdapter):
     description = "DiffewS: Stable Diffusion 2.1 UNet with KV-fusion, one-step image-to-mask (authors' weights)"
     weights = (WeightSpec("sd21", SD21_EXPECTED, SD21_SOURCE), WeightSpec("unet", UNET_EXPECTED, AUTHORS_WEIGHTS))
-    option_defaults = {"config": "full", "threshold": "relative", "tau": 0.25, "precision": "auto"}
+    option_defaults = {"config": "full", "threshold": "relative", "tau": 0.25, "precision": "fp32"}
     option_choices = {"config": ("full", "tiny"), "threshold": ("relative", "absolute"),
-                      "precision": ("auto", "fp32", "fp16", "bf16")}
+                      "precision": ("fp32", "fp16", "bf16")}
 
     @property
     def backbone(self) -> str:
@@ -379,10 +393,8 @@ class DiffewsAdapter(FssAdapter):
 
     def _autocast_dtype(self, device: torch.device) -> torch.dtype | None:
         precision = self.options["precision"]
-        if precision == "auto":
-            return torch.float16 if device.type == "cuda" else None
         if precision != "fp32" and device.type != "cuda":
-            raise UsageError(f"--option precision={precision} needs a CUDA device; on {device.type} use fp32 (or auto)")
+            raise UsageError(f"--option precision={precision} needs a CUDA device; on {device.type} use fp32")
         return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
     def predict(self, batch: EpisodeBatch) -> torch.Tensor:

@@ -1,7 +1,15 @@
 """Scores prediction masks that another program wrote, so any external method can be evaluated on
 fssbench's manifests: `--weights predictions=DIR` with DIR/fold<F>/<episode index>.png (zero padding
-allowed), one 8-bit PNG per episode at the evaluation resolution. A PNG whose values are all 0 or 1
-is a mask; otherwise values are probabilities times 255. Foreground where the probability is > 0.5.
+allowed), one PNG per episode at the evaluation resolution. Foreground where the probability is > 0.5.
+
+How a PNG is read, by its mode as PIL opens it:
+- palette ('P', e.g. saved with the VOC colours): by index, 0 background and 1 foreground; any other
+  index is refused (colours are never looked at).
+- 8-bit grey ('L'): values all 0 or 1 are a mask; otherwise every value is a probability times 255
+  (so 0/255 is a mask too). A grey label map with other class ids would read as low probabilities.
+- 1-bit ('1'): a mask.
+- anything else (RGB, RGBA, grey with alpha, 16-bit grey, ...) is refused.
+A refused file is a PredictionError naming the file and the episode.
 """
 
 from __future__ import annotations
@@ -40,13 +48,21 @@ class PrecomputedAdapter(FssAdapter):
             raise PredictionError(f"episode {index}: no prediction {self.folder}/fold{fold}/{index}.png")
         try:
             with Image.open(path) as image:
-                values = np.asarray(image.convert("L"), dtype=np.float32)
+                mode, values = image.mode, np.asarray(image)
         except (OSError, ValueError) as exc:
             raise PredictionError(f"episode {index}: {path} is unreadable ({exc})") from None
+        if mode not in ("P", "L", "1"):
+            raise PredictionError(f"episode {index}: {path} has PIL mode {mode!r}; expected 8-bit grey (0/1, 0/255 "
+                                  "or probability x 255), a palette PNG with indices 0 and 1, or a 1-bit PNG")
+        if mode == "P" and values.max() > 1:
+            indices = ", ".join(str(i) for i in np.unique(values)[:10])
+            raise PredictionError(f"episode {index}: {path} is a palette PNG with indices {indices}; expected "
+                                  "indices 0 (background) and 1 (foreground)")
         if values.shape != (self.resolution, self.resolution):
             raise PredictionError(f"episode {index}: {path} is {values.shape[1]}x{values.shape[0]}, expected "
                                   f"{self.resolution}x{self.resolution} (the protocol's evaluation resolution)")
-        return values if values.max() <= 1 else values / 255
+        values = values.astype(np.float32)
+        return values / 255 if mode == "L" and values.max() > 1 else values
 
     def predict(self, batch: EpisodeBatch) -> torch.Tensor:
         masks = [self._read(episode.fold, episode.index) for episode in batch.episodes]

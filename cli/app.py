@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fssbench import registry
 from fssbench.harness.errors import FssbenchError, UsageError
@@ -70,7 +72,16 @@ def _unavailable(error: FssbenchError):
     return command
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """fssbench's own warnings as one line on stderr; other packages' as Python shows them."""
+    if category.__module__.startswith("fssbench."):
+        stderr.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     try:
         code = app(standalone_mode=False)
     except typer.Exit as exc:

@@ -29,6 +29,7 @@ class EvalRequest:
     random_init: bool = False
     warmup: int = 2
     resume: bool = True
+    wait: bool = False
     eval_size: int | None = None
     original_resolution: bool = False
     options: list[str] = field(default_factory=list)  # NAME=VALUE
@@ -70,7 +71,7 @@ def plan_run(request: EvalRequest):
     return RunPlan(method=request.method, adapter_class=adapter_class, task=task, spec=spec, reader=reader,
                    manifests=protocol_manifests(spec, reader, folds, seed, request.episodes), device=device,
                    seed=seed, options=options, backbone=backbone, weights=weights, random_init=request.random_init,
-                   episodes_cap=request.episodes, warmup=request.warmup, resume=request.resume,
+                   episodes_cap=request.episodes, warmup=request.warmup, resume=request.resume, wait=request.wait,
                    original_resolution=request.original_resolution, resolution_override=request.eval_size,
                    batch_size=request.batch_size, out=Path(request.out))
 
@@ -109,6 +110,7 @@ def eval_command(
     random_init: bool = typer.Option(False, "--random-init", help="Random weights: a timing-only run."),
     warmup: int = typer.Option(2, min=0, help="Episodes excluded from timing statistics (still scored)."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Start over instead of resuming this run's journal."),
+    wait: bool = typer.Option(False, "--wait", help="If another process is running this run, wait, then resume."),
     eval_size: Optional[int] = typer.Option(None, "--eval-size", min=8,
                                             help="Evaluate at NxN instead of the protocol's resolution (recorded)."),
     original_resolution: bool = typer.Option(False, "--original-resolution",
@@ -121,7 +123,7 @@ def eval_command(
     """Evaluate a method under a protocol and write its run record."""
     request = EvalRequest(method=method, protocol=protocol, fold=fold, data_root=data_root, out=out,
                           device=device, seed=seed, episodes=episodes, weights=weights,
-                          random_init=random_init, warmup=warmup, resume=not no_resume,
+                          random_init=random_init, warmup=warmup, resume=not no_resume, wait=wait,
                           eval_size=eval_size, original_resolution=original_resolution, options=options,
                           backbone=backbone, batch_size=batch_size)
     record, path = evaluate_with_progress(request, f"{method} {protocol}")

@@ -1,4 +1,4 @@
-"""The results store: `runs list`, `runs show`, `runs export`."""
+"""The results store: `runs list`, `runs show`, `runs export`, `runs rebuild`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fssbench.cli.app import RESULTS_OPTION, groups, open_store, stderr, stdout
@@ -60,3 +61,19 @@ def runs_export(run: str = typer.Argument(..., help="Run id (or a unique prefix)
         frame = store.episode_frame(run)
     frame.to_csv(csv, index=False)
     stderr.print(f"{len(frame)} episodes written to {csv}")
+
+
+@runs_app.command("rebuild")
+def runs_rebuild(results: Path = RESULTS_OPTION) -> None:
+    """Rebuild the results store from the run records (and journals), e.g. after it was damaged."""
+    from fssbench.harness.store import STORE_NAME, rebuild_store
+
+    rebuilt = rebuild_store(results)
+    if rebuilt.previous:
+        stderr.print(f"the previous store is now {rebuilt.previous}", highlight=False)
+    for problem in rebuilt.skipped:
+        stderr.print(f"[yellow]skipped:[/yellow] {escape(problem)}", highlight=False)
+    if rebuilt.without_unit_stats:
+        stderr.print("without per-episode statistics (their journals are gone): "
+                     + ", ".join(rebuilt.without_unit_stats), highlight=False)
+    stdout.print(f"rebuilt {results / STORE_NAME} from {len(rebuilt.runs)} run records", highlight=False)

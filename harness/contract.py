@@ -136,10 +136,14 @@ class FssAdapter(Adapter):
     """Episodic few-shot segmentation: each episode's supports and query in, a foreground map out."""
 
     task: ClassVar[str] = "fss"
+    # "vote": `predict` returns one prediction per support, [B, K, H, W], and the harness merges them by
+    # HSNet's K-shot vote at the scoring resolution (at the original size with --original-resolution)
+    shot_merge: ClassVar[str | None] = None
 
     @abstractmethod
     def predict(self, batch: EpisodeBatch) -> torch.Tensor:
-        """[B, H, W] foreground probabilities in [0, 1] (or 0/1 masks); foreground where > 0.5."""
+        """[B, H, W] foreground probabilities in [0, 1] (or 0/1 masks); foreground where > 0.5. With
+        `shot_merge = "vote"`: [B, K, H, W], each support's one-shot prediction."""
 
 
 class GfssAdapter(Adapter):

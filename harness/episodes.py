@@ -69,6 +69,9 @@ class Manifest:
     def head(self, count: int) -> "Manifest":
         return Manifest(self.episodes[:checked_cap(count)])
 
+    def image_ids(self) -> set[str]:
+        return {image for episode in self.episodes for image in (episode.query, *episode.supports)}
+
     def __len__(self) -> int:
         return len(self.episodes)
 
@@ -108,6 +111,9 @@ class GfssManifest:
     def head(self, count: int) -> "GfssManifest":
         count = checked_cap(count)
         return GfssManifest(tuple(GfssRun(r.fold, r.run, r.supports, r.queries[:count]) for r in self.runs))
+
+    def image_ids(self) -> set[str]:
+        return {image for run in self.runs for image in (*run.queries, *(i for _, ids in run.supports for i in ids))}
 
     def __len__(self) -> int:
         return sum(len(run.queries) for run in self.runs)
@@ -151,11 +157,13 @@ def build_manifest(
     }
     key = hashlib.sha256(canonical_json(key_material).encode()).hexdigest()
     kind = GfssManifest if spec.task == "gfss" else Manifest
-    cached = _read_cached(cache_dir, key, kind)
-    if cached is not None:
-        return cached
-    manifest = kind(tuple(sampler(reader, fold=fold, shot=spec.shot, seed=seed, **params)))
-    _write_cached(cache_dir, key, manifest)
+    manifest = _read_cached(cache_dir, key, kind)
+    if manifest is None:
+        manifest = kind(tuple(sampler(reader, fold=fold, shot=spec.shot, seed=seed, **params)))
+        _write_cached(cache_dir, key, manifest)
+    for image_id in sorted(manifest.image_ids()):  # an entry escaping the data root is refused here, not at loading
+        reader.image_path(image_id)
+        reader.label_path(image_id)
     return manifest
 
 

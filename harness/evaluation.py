@@ -19,6 +19,7 @@ from fssbench.harness.datasets import DatasetReader
 from fssbench.harness.journal import run_key
 from fssbench.harness.loading import EpisodeLoader
 from fssbench.harness.options import changed_options, describe_options
+from fssbench.harness.provenance import code_identity
 from fssbench.harness.record import DatasetInfo, RunRecord, environment, new_run_id, utc_now
 from fssbench.harness.runner import run_fold
 from fssbench.harness.session import RunSession
@@ -50,6 +51,7 @@ class RunPlan:
     episodes_cap: int | None = None
     warmup: int = 2
     resume: bool = True
+    wait: bool = False  # for another process running this run to finish, instead of stopping
     original_resolution: bool = False
     resolution_override: int | None = None
     batch_size: int = 1
@@ -79,7 +81,7 @@ def run_plan(plan: RunPlan, on_progress: OnProgress | None = None) -> tuple[RunR
     journal_path = Path(plan.out) / "journals" / f"{plan.method}-{spec.name}-{run_key(_identity(record, plan))}.sqlite"
     context = FoldContext(plan.method, adapter, loader, reader, plan.device)
     with RunSession(record, plan.task, journal_path, plan.resume, plan.device, plan.out, plan.warmup,
-                    lambda: loader.decoded) as session:
+                    lambda: loader.decoded, plan.wait) as session:
         for fold, manifest in plan.manifests.items():
             session.journal.bind_manifest(fold, manifest.sha256)
             fold_run = plan.task.fold_run(context, manifest)
@@ -93,7 +95,7 @@ def run_plan(plan: RunPlan, on_progress: OnProgress | None = None) -> tuple[RunR
 
 def _identity(record: RunRecord, plan: RunPlan) -> dict[str, Any]:
     """What determines a run's results: re-running the same identity resumes its journal."""
-    fields = ("method", "backbone", "weights", "options", "protocol_sha256", "dataset", "seed", "folds",
+    fields = ("method", "code", "backbone", "weights", "options", "protocol_sha256", "dataset", "seed", "folds",
               "episodes_cap", "evaluation_resolution")
     return {**record.model_dump(mode="json", include=set(fields)), "device": plan.device.type}
 
@@ -111,6 +113,7 @@ def _new_record(plan: RunPlan, adapter: Adapter, setup_s: float) -> RunRecord:
         options=plan.options,
         setup_s=setup_s,
         weights=weights,
+        code=code_identity(plan.adapter_class),
         batch_size=plan.batch_size,
         timing_only=plan.random_init,
         protocol=spec.name,

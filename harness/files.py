@@ -1,11 +1,12 @@
 """Files: atomic writes (a crash or a concurrent reader never sees half a file), images opened with
-errors that name the file, and SQLite set up one way."""
+errors that name the file, SQLite set up one way, and databases moved aside (never deleted)."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -45,10 +46,22 @@ def open_image(path: Path) -> Iterator[Image.Image]:
 
 def open_sqlite(path: Path, schema: str, autocommit: bool = False) -> sqlite3.Connection:
     """An SQLite database in WAL mode (readers never block the writer) with `schema` applied; waits up to
-    30 s for another process's write to finish. `autocommit`: every statement is its own transaction."""
+    30 s for another process's write to finish. `autocommit`: every statement is its own transaction;
+    otherwise a transaction takes the write lock when it begins (BEGIN IMMEDIATE), so concurrent writers
+    queue up instead of failing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=30, isolation_level=None if autocommit else "DEFERRED")
+    db = sqlite3.connect(path, timeout=30, isolation_level=None if autocommit else "IMMEDIATE")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(schema)
     return db
+
+
+def move_aside(path: Path, label: str) -> Path:
+    """Rename the SQLite database `path` (with its -wal and -shm files, so it still opens) to
+    `<name>.<label>-<time>` next to it; returns the new path."""
+    aside = path.with_name(f"{path.name}.{label}-{datetime.now():%Y%m%dT%H%M%S.%f}")
+    for suffix in ("", "-wal", "-shm"):
+        if path.with_name(path.name + suffix).exists():
+            os.replace(path.with_name(path.name + suffix), aside.with_name(aside.name + suffix))
+    return aside

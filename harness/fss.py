@@ -17,7 +17,7 @@ from fssbench.harness.contract import EpisodeBatch, FssAdapter
 from fssbench.harness.episodes import Episode, Manifest
 from fssbench.harness.errors import DataError, PredictionError
 from fssbench.harness.loading import EpisodeLoader, LoadedEpisode
-from fssbench.harness.metrics import FSS_METRICS, EpisodeScore, FssMetricState, episode_counts
+from fssbench.harness.metrics import FSS_METRICS, EpisodeScore, FssMetricState, episode_counts, vote_merge
 from fssbench.harness.record import FssFoldResult, MetricValue
 from fssbench.harness.statistics import Fold, bootstrap_interval
 from fssbench.harness.task import FoldContext, FoldRun, Group, Payload, Task
@@ -30,8 +30,9 @@ def check_prediction(prediction: object, expected: tuple[int, ...], episodes: li
     if not isinstance(prediction, torch.Tensor):
         raise PredictionError(f"{where}: predict() returned {type(prediction).__name__}, expected a torch.Tensor")
     if tuple(prediction.shape) != expected:
+        layout = "batch, shots, height, width" if len(expected) == 4 else "batch, height, width"
         raise PredictionError(f"{where}: prediction has shape {tuple(prediction.shape)}, expected {expected} "
-                              "(batch, height, width at the evaluation resolution)")
+                              f"({layout} at the evaluation resolution)")
     if prediction.dtype == torch.bool:
         return prediction
     if prediction.is_floating_point():
@@ -81,9 +82,14 @@ def load_episode(loader: EpisodeLoader, episode: Episode) -> LoadedEpisode:
 
 def score_episode(episode: Episode, loaded: LoadedEpisode, mask: torch.Tensor, prediction: torch.Tensor,
                   device: torch.device, padded: bool) -> EpisodeScore:
+    """Score one episode; `mask` and `prediction` are [H, W], or [K, H, W] per-shot ones to vote over."""
     truth = loaded.scored_mask.to(device)
-    if truth.shape != mask.shape:  # original-resolution mode: bilinear upsampling of the output
-        mask = upsample_prediction(prediction, tuple(truth.shape), padded)
+    if truth.shape != mask.shape[-2:]:  # original-resolution mode: bilinear upsampling of each output
+        size = tuple(truth.shape)
+        mask = (upsample_prediction(prediction, size, padded) if prediction.dim() == 2 else
+                torch.stack([upsample_prediction(shot, size, padded) for shot in prediction]))
+    if mask.dim() == 3:  # HSNet's K-shot vote, at the scoring resolution as HSNet votes
+        mask = vote_merge(mask) > 0.5
     ignore = loaded.scored_ignore.to(device) if loaded.scored_ignore is not None else None
     inter, union = episode_counts(mask, truth, ignore)
     return EpisodeScore(episode.index, episode.class_id, inter, union)
@@ -121,7 +127,8 @@ class FssFoldRun(FoldRun):
 
     def score(self, episodes: list[Episode], inputs, output) -> list[Payload]:
         size, context = self.context.loader.size, self.context
-        masks = check_prediction(output, (len(episodes), size, size), episodes, context.method)
+        per_shot = (len(episodes[0].supports),) if context.adapter.shot_merge == "vote" else ()
+        masks = check_prediction(output, (len(episodes), *per_shot, size, size), episodes, context.method)
         padded = context.loader.mode == "pad"
         return [score_payload(score_episode(episode, loaded, mask, output[i], context.device, padded))
                 for i, (episode, loaded, mask) in enumerate(zip(episodes, inputs[0], masks))]

@@ -4,15 +4,21 @@ SQLite in WAL mode, one transaction per episode. `synchronous=NORMAL` keeps a co
 through any crash of the process (kill -9 included); only a power loss can drop the last commits.
 A run is identified by everything that determines its results (method, weights, protocol, folds,
 seed, episode cap, device type), so re-running the same command finds its journal and resumes.
+One process at a time owns a journal: `lock_journal` holds an advisory lock on `<journal>.lock`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+import socket
+import sqlite3
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fssbench.harness.errors import UsageError
 from fssbench.harness.files import open_sqlite
@@ -40,14 +46,51 @@ class JournaledUnit:
     warmup: bool
 
 
+class RunWarning(UserWarning):
+    """Something about a run its user should know that does not stop it (the CLI prints one line)."""
+
+
 def run_key(identity: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:24]
+
+
+def lock_journal(path: Path, wait: bool) -> IO[str]:
+    """Own the journal at `path` until the returned file is closed: an exclusive flock on `<journal>.lock`
+    (released by the system whenever the process ends, kill -9 included), which names its holder. When
+    another process holds it: a UsageError naming that process, or with `wait`, block until it is free.
+    The lock file is never removed (a new one would let a waiting process and a newcomer both in)."""
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_path.open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "pid unknown"
+        if not wait:
+            lock.close()
+            raise UsageError(f"another process ({holder}) is running this run (journal {path}); wait for it to "
+                             "finish, or rerun with --wait to wait for it and then resume") from None
+        warnings.warn(f"waiting for another process ({holder}) to finish this run (journal {path})", RunWarning)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    lock.flush()
+    return lock
 
 
 class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = open_sqlite(path, _SCHEMA, autocommit=True)
+        try:
+            self._db = open_sqlite(path, _SCHEMA, autocommit=True)
+            [(check,)] = self._db.execute("PRAGMA quick_check(1)").fetchall()
+            if check != "ok":
+                raise sqlite3.DatabaseError(check)
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"the journal {path} is unreadable ({exc}); rerun with --no-resume to move it aside "
+                             "and start this run over") from None
 
     def close(self) -> None:
         self._db.close()

@@ -5,10 +5,14 @@ The session builds it (`new_record`), tasks add their fold sections, and it is w
 upgrade) reads its fields. `read_record` validates a file and names the field that is wrong;
 schema-1 records (fssbench before the typed record) are converted on read. The JSON Schema is
 checked in at docs/run-record.schema.json (tests/test_record.py fails when it is stale).
+
+A written record is sealed: `sha256` is the hash of its canonical content (reports/integrity.py checks
+it, and the metrics against the record's own counts, before a report believes a record).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import re
@@ -161,6 +165,7 @@ class RunRecord(Model):
     options: dict[str, bool | int | float | str] = {}
     setup_s: float | None = None
     weights: dict[str, str] | Literal["random-init"] = {}  # sha256 per weight file
+    code: dict[str, str] = {}  # what computed the predictions: fssbench's version, the adapter's source hash
     batch_size: int = 1
     timing_only: bool = False
     protocol: str
@@ -186,6 +191,16 @@ class RunRecord(Model):
     started_at: str
     finished_at: str | None = None
     error: RunError | None = None
+    sha256: str | None = None  # content_sha256() when written; None: unsealed (schema 1, or an older file)
+
+    def content_sha256(self) -> str:
+        """The sha256 of the record's canonical JSON (sorted keys, no spaces), its own `sha256` left out."""
+        content = self.model_dump(mode="json", exclude={"sha256"})
+        return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def sealed(self) -> RunRecord:
+        """A copy carrying the hash of its content."""
+        return self.model_copy(update={"sha256": self.content_sha256()})
 
     def metric(self, name: str) -> MetricValue | None:
         return next((metric for metric in self.metrics if metric.name == name), None)
@@ -281,7 +296,9 @@ def environment(device: torch.device) -> Environment:
 
 
 def write_record(record: RunRecord, out_dir: Path) -> Path:
-    """Write atomically to <out>/runs/<run_id>.json, so a crash never leaves half a record."""
+    """Seal `record` (set its sha256, so what the caller stores or prints next carries it too) and write it
+    atomically to <out>/runs/<run_id>.json, so a crash never leaves half a record."""
+    record.sha256 = record.content_sha256()
     path = Path(out_dir) / "runs" / f"{record.run_id}.json"
     atomic_write_text(path, record.to_json())
     return path

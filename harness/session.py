@@ -1,13 +1,16 @@
-"""A run session owns one run's lifecycle: its journal, the signal handlers, the memory probe and the
-record. Whatever ends the run (completion, an error of any type, Ctrl-C or SIGTERM), the record is
-completed from the journal, written and stored before the exception goes on; the previous SIGTERM
-handler is restored, so programs that call fssbench in-process keep their own.
+"""A run session owns one run's lifecycle: its journal (locked: one process at a time), the signal
+handlers, the memory probe and the record. Whatever ends the run (completion, an error of any type,
+Ctrl-C or SIGTERM), the record is completed from the journal, written and stored before the exception
+goes on; the previous SIGTERM handler is restored, so programs that call fssbench in-process keep their
+own. A store that cannot be written never fails a run: the record is the source of truth, and the
+session warns (RunWarning) how to rebuild the store from the records.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -15,9 +18,10 @@ from typing import Callable, Iterator
 import torch
 
 from fssbench.harness.errors import FssbenchError
-from fssbench.harness.journal import Journal
+from fssbench.harness.files import move_aside
+from fssbench.harness.journal import Journal, RunWarning, lock_journal
 from fssbench.harness.record import RunError, RunRecord, Timing, utc_now, write_record
-from fssbench.harness.store import STORE_NAME, ResultsStore
+from fssbench.harness.store import STORE_NAME, ResultsStore, StoreError
 from fssbench.harness.task import Task
 from fssbench.harness.timing import MemoryProbe, latency_summary
 
@@ -44,20 +48,24 @@ class RunSession:
     """`with RunSession(...) as session:` runs folds into `session.record`; on exit the record is final."""
 
     def __init__(self, record: RunRecord, task: Task, journal_path: Path, resume: bool, device: torch.device,
-                 out: Path, warmup: int, images_decoded: Callable[[], int]) -> None:
+                 out: Path, warmup: int, images_decoded: Callable[[], int], wait: bool = False) -> None:
         self.record, self.task, self.out = record, task, Path(out)
-        self.journal_path, self.resume, self.device = journal_path, resume, device
+        self.journal_path, self.resume, self.wait, self.device = journal_path, resume, wait, device
         self.warmup, self.images_decoded = warmup, images_decoded
         self.path: Path | None = None
         self._units_this_process = 0
         self._signals = sigterm_interrupts()
 
     def __enter__(self) -> RunSession:
-        if not self.resume:
-            for stale in (self.journal_path, *(self.journal_path.with_name(self.journal_path.name + suffix)
-                                               for suffix in ("-wal", "-shm"))):
-                stale.unlink(missing_ok=True)
-        self.journal = Journal(self.journal_path)
+        self._lock = lock_journal(self.journal_path, self.wait)
+        try:
+            if not self.resume and self.journal_path.exists():
+                aside = move_aside(self.journal_path, "old")
+                warnings.warn(f"--no-resume: this run starts over; its previous journal is now {aside}", RunWarning)
+            self.journal = Journal(self.journal_path)
+        except BaseException:
+            self._lock.close()
+            raise
         record, journal = self.record, self.journal
         record.run_id = journal.meta("run_id") or record.run_id
         record.started_at = journal.meta("started_at") or record.started_at
@@ -85,6 +93,7 @@ class RunSession:
             self.path = self._finish()
         finally:
             self.journal.close()
+            self._lock.close()
             self._signals.__exit__(None, None, None)
         if isinstance(exc, FssbenchError):
             raise type(exc)(f"{exc}\n(the {self.record.timing.warmup_episodes + self.record.timing.timed_episodes} "
@@ -95,7 +104,7 @@ class RunSession:
         return False
 
     def _finish(self) -> Path:
-        """Complete the record from the journal (all sessions), write it and add it to the store."""
+        """Complete the record from the journal (all sessions), write it and add it to the store (or warn)."""
         record, journal = self.record, self.journal
         record.metrics = self.task.summarize(record.results)
         peak = max(self.memory.read(), journal.meta("memory") or {"peak_memory_mb": 0},
@@ -105,6 +114,9 @@ class RunSession:
                                images_decoded=self.images_decoded())
         record.finished_at = utc_now()
         path = write_record(record, self.out)
-        with ResultsStore(self.out / STORE_NAME) as store:
-            store.save(record, journal.units())
+        try:
+            with ResultsStore(self.out / STORE_NAME) as store:
+                store.save(record, journal.units())
+        except StoreError as exc:
+            warnings.warn(f"the run record {path} is written, but not added to the results store: {exc}", RunWarning)
         return path

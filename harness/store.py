@@ -2,17 +2,21 @@
 
 Records stay the source of truth (the JSON files); the store indexes them for `fssbench runs`,
 leaderboards and comparisons, and keeps per-episode (per-query) statistics queryable and exportable.
+Concurrent runs save into one store one short transaction at a time; a store that is lost or damaged
+is rebuilt from the records (and the journals, for per-unit statistics) by `rebuild_store`.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from fssbench.harness.errors import UsageError
-from fssbench.harness.files import open_sqlite
-from fssbench.harness.journal import JournaledUnit
-from fssbench.harness.record import RunRecord, parse_record
+from fssbench.harness.errors import FssbenchError, UsageError
+from fssbench.harness.files import move_aside, open_sqlite
+from fssbench.harness.journal import Journal, JournaledUnit
+from fssbench.harness.record import RunRecord, parse_record, read_record
 
 STORE_NAME = "fssbench.sqlite"
 
@@ -25,30 +29,50 @@ CREATE TABLE IF NOT EXISTS unit_stats (
     data_ms REAL, compute_ms REAL, scoring_ms REAL, warmup INTEGER,
     PRIMARY KEY (run_id, fold, unit)
 );
+CREATE TABLE IF NOT EXISTS runs_without_unit_stats (run_id TEXT PRIMARY KEY);
 """
 
 
+class StoreError(FssbenchError):
+    """The results store cannot be read or written; `fssbench runs rebuild` rebuilds it from the records."""
+
+
+def _unusable(path: Path, exc: sqlite3.Error) -> StoreError:
+    return StoreError(f"the results store {path} cannot be used ({exc}); `fssbench runs rebuild --results "
+                      f"{path.parent}` rebuilds it from the run records in {path.parent / 'runs'}")
+
+
 class ResultsStore:
+    """`with ResultsStore(path) as store:`; SQLite errors (a damaged file) become StoreErrors naming it."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = open_sqlite(path, _SCHEMA)
+        try:
+            self._db = open_sqlite(path, _SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise _unusable(path, exc) from None
 
     def __enter__(self) -> "ResultsStore":
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
         self._db.close()
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise _unusable(self.path, exc) from None
 
-    def save(self, record: RunRecord, units: list[JournaledUnit]) -> None:
+    def save(self, record: RunRecord, units: list[JournaledUnit] | None) -> None:
+        """Add or replace the run, in one short transaction; `units` None: its per-unit statistics are lost."""
+        rows = [(record.run_id, u.fold, u.unit, json.dumps(u.payload), *u.latencies_ms, int(u.warmup))
+                for u in units or []]
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
                              (record.run_id, record.method, record.protocol, record.status, record.started_at,
                               record.model_dump_json()))
             self._db.execute("DELETE FROM unit_stats WHERE run_id = ?", (record.run_id,))
-            self._db.executemany(
-                "INSERT INTO unit_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(record.run_id, u.fold, u.unit, json.dumps(u.payload), *u.latencies_ms, int(u.warmup))
-                 for u in units])
+            self._db.executemany("INSERT INTO unit_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("DELETE FROM runs_without_unit_stats WHERE run_id = ?", (record.run_id,))
+            if units is None:
+                self._db.execute("INSERT INTO runs_without_unit_stats VALUES (?)", (record.run_id,))
 
     def records(self, method: str | None = None, protocol: str | None = None,
                 status: str | None = None) -> list[RunRecord]:
@@ -82,6 +106,9 @@ class ResultsStore:
         import pandas as pd
 
         run_id = self.resolve(run)
+        if self._db.execute("SELECT 1 FROM runs_without_unit_stats WHERE run_id = ?", (run_id,)).fetchone():
+            raise UsageError(f"run {run_id} has no per-episode statistics in {self.path}: the store was rebuilt "
+                             "from its record after its journal was gone")
         rows = self._db.execute("SELECT fold, unit, payload, data_ms, compute_ms, scoring_ms, warmup FROM unit_stats "
                                 "WHERE run_id = ? ORDER BY fold, rowid", (run_id,)).fetchall()
         scores = [_flat(json.loads(payload)) for _, _, payload, *_ in rows]
@@ -91,6 +118,61 @@ class ResultsStore:
             frame[column] = [row[position] for row in rows]
         frame["warmup"] = [bool(row[6]) for row in rows]
         return frame
+
+
+@dataclass
+class Rebuilt:
+    """What `rebuild_store` did."""
+
+    runs: list[str] = field(default_factory=list)  # run ids stored
+    without_unit_stats: list[str] = field(default_factory=list)  # ... whose journals were gone
+    skipped: list[str] = field(default_factory=list)  # why each unreadable record file was left out
+    previous: Path | None = None  # where the previous store file was moved
+
+
+def rebuild_store(results: Path) -> Rebuilt:
+    """A new store `<results>/fssbench.sqlite` from the run records `<results>/runs/*.json`, with each run's
+    per-unit statistics from its journal under `<results>/journals` while that exists. The previous store
+    file is moved aside (`.corrupt-<time>`, or `.old-<time>` if it still opens), never deleted."""
+    record_files = sorted((results / "runs").glob("*.json"))
+    if not record_files:
+        raise UsageError(f"no run records in {results / 'runs'}; point --results at an --out folder of `fssbench eval`")
+    path, rebuilt = results / STORE_NAME, Rebuilt()
+    if path.exists():
+        try:
+            with ResultsStore(path):
+                label = "old"
+        except StoreError:
+            label = "corrupt"
+        rebuilt.previous = move_aside(path, label)
+    with ResultsStore(path) as store:
+        for record_file in record_files:
+            try:
+                record = read_record(record_file)
+            except FssbenchError as exc:
+                rebuilt.skipped.append(str(exc))
+                continue
+            units = _journaled_units(results, record)
+            store.save(record, units)
+            rebuilt.runs.append(record.run_id)
+            if units is None:
+                rebuilt.without_unit_stats.append(record.run_id)
+    return rebuilt
+
+
+def _journaled_units(results: Path, record: RunRecord) -> list[JournaledUnit] | None:
+    """The run's units from its journal, None when the journal is gone, unreadable or now another run's."""
+    path = results / "journals" / Path(record.journal).name if record.journal else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        journal = Journal(path)
+    except FssbenchError:
+        return None
+    try:
+        return journal.units() if journal.meta("run_id") == record.run_id else None
+    finally:
+        journal.close()
 
 
 def _flat(payload: dict) -> dict:

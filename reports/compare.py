@@ -1,11 +1,12 @@
 """Regression verdicts: is CURRENT worse or slower than BASELINE?
 
-Exit codes: 0 pass, 1 regression, 2 usage error (raised elsewhere), 3 incomparable (different
-protocol, manifest or evaluation resolution; a run that is not complete; a missing baseline; no
-per-unit data for a paired test; timings from different devices). The headline metric is the first
-one the records declare (mIoU for FSS, the mean of base and novel for GFSS), and its direction
-(higher is better, or not) comes from that declaration. `compare_records` gives a verdict for any
-two well-formed records: what cannot be compared is "incomparable" with its reason, never an error.
+Exit codes: 0 pass, 1 regression, 2 usage error (raised elsewhere), 3 incomparable (a record that does
+not check out, reports/integrity.py; different protocol, manifest or evaluation resolution; a run that
+is not complete; a missing baseline; no per-unit data for a paired test; timings from different
+devices). The headline metric is the first one the records declare (mIoU for FSS, the mean of base
+and novel for GFSS), and its direction (higher is better, or not) comes from that declaration.
+`compare_records` gives a verdict for any two well-formed records: what cannot be compared is
+"incomparable" with its reason, never an error.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fssbench.harness.fss import fold_statistics
 from fssbench.harness.record import FssFoldResult, GfssFoldResult, MetricValue, RunRecord
 from fssbench.harness.statistics import GfssFold, PairedComparison, gfss_paired_comparison, paired_comparison
 from fssbench.reports.comparable import incomparability
+from fssbench.reports.integrity import verify
 
 PASS, REGRESSION, INCOMPARABLE = 0, 1, 3
 
@@ -53,6 +55,9 @@ class NotPairable(Exception):
 def compare_records(baseline: RunRecord, current: RunRecord, max_drop: float, max_slowdown: float | None,
                     paired: bool) -> Verdict:
     ids = {"baseline": baseline.run_id, "current": current.run_id}
+    problem = verify(baseline) or verify(current)
+    if problem is not None:
+        return incomparable(problem, **ids)
     difference = incomparability(baseline, current)
     if difference is not None:
         return incomparable(difference.reason, **ids)

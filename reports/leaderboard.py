@@ -7,7 +7,9 @@ bootstrap interval where one is recorded (FSS: mean mIoU, 95% CI, FB-IoU; GFSS: 
 harmonic), s/episode and peak memory. A column only ever holds comparable runs (reports/comparable.py,
 on the folds both ran): a run that is not goes to a table of its own for the same setting, titled
 "[other manifests #N]" (or "[other protocol version #N]" when only the protocol's hash differs).
-Among several complete runs for one cell, the newest counts. Random-init runs show timing only.
+Among several complete runs for one cell, the newest counts. Random-init runs show timing only. A
+record that does not check out (reports/integrity.py) is refused, with the whole leaderboard: a
+leaderboard never shows a number its record does not back.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 
 import pandas as pd
 
+from fssbench.harness.errors import UsageError
 from fssbench.harness.record import MetricValue, RunRecord
 from fssbench.reports.comparable import incomparability
+from fssbench.reports.integrity import verify
 
 SettingKey = tuple[str, str, str, str, int, int | None]  # dataset, task, resolution, support, seed, cap
 RowKey = tuple[str, str, str]  # method label, backbone, weights label
@@ -104,6 +108,10 @@ def setting_title(setting: SettingKey) -> str:
 
 
 def build_tables(records: list[RunRecord], protocols: list[str] | None = None) -> list[LeaderboardTable]:
+    for record in records:
+        problem = verify(record)
+        if problem:
+            raise UsageError(f"{problem}; a leaderboard shows no record that does not check out")
     tables: list[LeaderboardTable] = []
     for record in sorted(records, key=lambda r: (r.finished_at or "", r.run_id)):
         if record.status != "complete" or (protocols and record.protocol not in protocols):

@@ -6,8 +6,9 @@ Pure functions of finished run records, the first backbone being the reference: 
 mean over folds, each backbone's headline metric (mIoU; GFSS: the mean of base and novel), its delta
 against the reference with the paired-bootstrap 95% interval of that delta (reports/compare.py), and
 the run's s/episode and peak memory. Markdown has one table per fold and one for the mean; CSV one
-row per (fold, backbone). Runs that are not comparable (reports/comparable.py), timing-only runs and
-runs whose non-backbone weights differ are refused with a UsageError that names the difference.
+row per (fold, backbone). Records that do not check out (reports/integrity.py), runs that are not
+comparable (reports/comparable.py), timing-only runs and runs whose non-backbone weights differ are
+refused with a UsageError that names the difference.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fssbench.harness.errors import UsageError
 from fssbench.harness.record import RunRecord
 from fssbench.reports.comparable import incomparability
 from fssbench.reports.compare import NotPairable, headline, paired_difference
+from fssbench.reports.integrity import verify
 from fssbench.reports.leaderboard import digests_label, method_label
 
 MEAN = "mean"
@@ -51,6 +53,9 @@ def check_upgrade_runs(records: list[RunRecord]) -> None:
     reference = records[0]
     backbones = [record.backbone for record in records]
     for record in records:
+        problem = verify(record)
+        if problem:
+            raise UsageError(problem)
         if record.timing_only:
             raise UsageError(f"run {record.run_id} is timing-only (random weights): its scores say nothing about "
                              "an upgrade")

@@ -93,3 +93,13 @@ class Crashes(_Base):
         if Crashes.calls == 3:
             raise RuntimeError("CUDA out of memory (simulated)")
         return batch.query_images[:, 0] * 0
+
+
+class PerShotOracle(_Base):
+    """Returns the query ground truth once per support for the harness to vote over."""
+
+    shot_merge = "vote"
+    needs_query_ground_truth = True
+
+    def predict(self, batch):
+        return batch.query_masks[:, None].expand(-1, batch.support_images.shape[1], -1, -1)

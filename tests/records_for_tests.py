@@ -1,7 +1,7 @@
 """Synthetic run records with known contents, for store, leaderboard, comparison and upgrade tests.
 
 They are built through the real models (RunRecord and its fold results) and the tasks' own
-summaries, so they are what `fssbench eval` would write for such scores."""
+summaries, and sealed, so they are what `fssbench eval` would write for such scores."""
 
 import numpy as np
 
@@ -56,7 +56,7 @@ def _record(run_id, method, task, results, metrics, shot, folds, seed, compute_m
         environment=Environment(fssbench="0.0-test", git_sha=None, python="3.11", platform="test", torch="2",
                                 numpy="2", pillow="10", cuda=None, cudnn=None, device="cpu", device_name=device,
                                 torch_threads=1, cudnn_benchmark=False, tf32_matmul=False, tf32_cudnn=False),
-        started_at=finished, finished_at=finished)
+        started_at=finished, finished_at=finished).sealed()
 
 
 def make_record(run_id: str, method: str, quality: float, shot: int = 1, folds=(0, 1), seed: int = 0,
@@ -124,5 +124,6 @@ def make_gfss_record(run_id: str, method: str, quality: float, folds=(0, 1), run
 
 
 def with_changes(record: RunRecord, **changes) -> RunRecord:
-    """A copy of `record` with some fields replaced (validated, so nested values may be given as dicts)."""
-    return RunRecord.model_validate({**record.model_dump(), **changes})
+    """A copy of `record` with some fields replaced (validated, so nested values may be given as dicts),
+    sealed anew as if fssbench had written it so."""
+    return RunRecord.model_validate({**record.model_dump(), **changes}).sealed()

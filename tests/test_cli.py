@@ -120,10 +120,33 @@ def test_a_bad_image_names_file_and_episode_and_keeps_finished_folds(cli, demo_c
     assert record["results"][0]["metrics"]["miou"] == 100.0 and str(image) in record["error"]["message"]
 
 
+def test_a_list_entry_escaping_the_data_root_is_refused_when_the_manifest_is_built(cli, demo_copy, tmp_path):
+    split_list = demo_copy / "fssbench-demo-v1" / "splits" / "demo" / "val" / "fold0.txt"  # PASCAL's format
+    split_list.write_text("../../../../etc/passwd__01\n" + split_list.read_text())  # episode 0's query
+    episodes = cli("episodes", "-p", "demo-1shot", "--fold", "0", "--data-root", str(demo_copy))
+    evaluated = cli("eval", "-m", "oracle", "-p", "demo-1shot", "--fold", "0", "--data-root", str(demo_copy),
+                    "--out", str(tmp_path / "out"))
+    for result in (episodes, evaluated):
+        assert result.code == 1 and "Traceback" not in result.stderr
+        assert "'../../../../etc/passwd'" in result.stderr and "outside the data root" in result.stderr
+    assert episodes.stdout == ""  # nothing printed for other tools to consume
+    assert not (tmp_path / "out" / "runs").exists()  # refused before any work
+
+
 @pytest.fixture
 def test_adapters():
-    for name in ("WrongShape", "NaNs", "OutOfRange", "NeedsCheckpoint"):
+    for name in ("WrongShape", "NaNs", "OutOfRange", "NeedsCheckpoint", "PerShotOracle"):
         registry.methods.register(f"test-{name}", f"adapters_for_tests:{name}", "test adapter")
+
+
+def test_per_shot_predictions_are_voted_by_the_harness(cli, tmp_path, test_adapters):
+    record = record_of(cli("eval", "-m", "test-PerShotOracle", "-p", "demo-5shot", "--fold", "0", "--episodes", "4",
+                           "--json", "--out", str(tmp_path)))
+    assert record["results"][0]["metrics"]["miou"] == record["metrics"][0]["value"] > 0
+    assert all(row[3] == row[5] for row in record["results"][0]["episode_scores"])  # I_fg == U_fg: the truth
+    one_shot = cli("eval", "-m", "test-PerShotOracle", "-p", "demo-1shot", "--fold", "0", "--episodes", "2",
+                   "--batch-size", "2", "--out", str(tmp_path))
+    assert one_shot.code == 0, one_shot.stderr  # one support: [B, 1, H, W]
 
 
 @pytest.mark.parametrize("method, needle", [

@@ -20,6 +20,8 @@ from fssbench.adapters.diffews import (  # noqa: E402
     DiffewsModel,
     KVFusionAttnProcessor,
     SupportMemory,
+    empty_prompt_embedding,
+    load_text_encoder,
     per_query,
     random_model,
     render_masks,
@@ -27,6 +29,7 @@ from fssbench.adapters.diffews import (  # noqa: E402
     widened_conv_in,
 )
 from fssbench.harness.errors import UsageError  # noqa: E402
+from fssbench.harness.options import changed_options, describe_options, resolve_options  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +205,20 @@ def test_predict_returns_binary_masks_at_the_evaluation_resolution():
     assert set(prediction.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_precision_defaults_to_the_authors_fp32_on_every_device_and_half_precision_is_a_variant():
+    assert resolve_options("diffews", DiffewsAdapter, [])["precision"] == "fp32"  # what a plain run records
+    for device in ("cpu", "cuda"):
+        assert DiffewsAdapter()._autocast_dtype(torch.device(device)) is None
+    assert DiffewsAdapter({"precision": "fp16"})._autocast_dtype(torch.device("cuda")) == torch.float16
+    assert DiffewsAdapter({"precision": "bf16"})._autocast_dtype(torch.device("cuda")) == torch.bfloat16
+    for flags, variant in (([], ""), (["precision=fp32"], ""), (["precision=fp16"], "precision=fp16"),
+                           (["precision=bf16"], "precision=bf16")):  # the run record's variant: its own row
+        options = resolve_options("diffews", DiffewsAdapter, flags)
+        assert describe_options(changed_options(DiffewsAdapter, options)) == variant
+    with pytest.raises(UsageError, match="expected one of fp32, fp16, bf16"):
+        resolve_options("diffews", DiffewsAdapter, ["precision=auto"])
+
+
 def test_bad_options_and_cpu_half_precision_are_usage_errors():
     with pytest.raises(UsageError, match="threshold"):
         DiffewsAdapter({"threshold": "median"})
@@ -278,3 +295,27 @@ def test_the_cli_asks_for_the_weights_and_where_to_get_them(cli):
     result = cli("eval", "-m", "diffews", "-p", "demo-1shot", "--episodes", "1")
     assert result.code == 2
     assert "sd21" in result.stderr and AUTHORS_WEIGHTS in result.stderr.replace("\n", "")
+
+
+def test_the_empty_prompt_is_embedded_with_eager_attention_as_the_authors_transformers_did(authors_layout):
+    from transformers import CLIPTextModel
+
+    _, sd21, _ = authors_layout
+    tokens = torch.tensor([[0, 1]])  # "" without padding: [BOS, EOS] in the fixture's vocabulary
+    with torch.no_grad():
+        eager, sdpa = (CLIPTextModel.from_pretrained(sd21 / "text_encoder", attn_implementation=attention)(tokens)[0]
+                       for attention in ("eager", "sdpa"))
+    embedding = empty_prompt_embedding(sd21)
+    torch.testing.assert_close(embedding, eager, rtol=0, atol=0)
+    if torch.equal(eager, sdpa):  # this machine's SDPA happens to agree bit for bit: check the setting instead
+        assert load_text_encoder(sd21).config._attn_implementation == "eager"
+    else:
+        assert not torch.equal(embedding, sdpa)
+
+
+@pytest.mark.slow
+def test_a_run_without_a_precision_option_records_fp32(cli, tmp_path):
+    result = cli("eval", "-m", "diffews", "-p", "demo-1shot", "--fold", "0", "--episodes", "1", "--random-init",
+                 "--option", "config=tiny", "--json", "--out", str(tmp_path))
+    record = json.loads(result.stdout)
+    assert record["options"]["precision"] == "fp32" and record["variant"] == "config=tiny"  # precision: default

@@ -89,3 +89,32 @@ def test_original_size_upsampling_of_a_padded_canvas_keeps_its_top_left_like_pfe
     assert not squashed[-1].any()
     square = torch.rand(9, 9)
     torch.testing.assert_close(upsample_prediction(square, (30, 30), padded=True), upsample_prediction(square, (30, 30)), rtol=0, atol=0)
+
+
+def test_per_shot_predictions_are_voted_at_the_original_size_as_hsnet_does():
+    """3 shots agree on one pixel, one shot also covers a region. Voting at 8x8 keeps only the pixel
+    (3 votes against 1), which vanishes when upsampled to 9x9: 0 foreground. HSNet upsamples each shot
+    first: the lone pixel vanishes in every shot, so the region holds the maximum vote and stays."""
+    from fssbench.harness.episodes import Episode
+    from fssbench.harness.fss import score_episode
+    from fssbench.harness.loading import LoadedEpisode
+
+    shots = torch.zeros(3, 8, 8)
+    shots[:, 3, 4] = 1
+    shots[2, 6:, :] = 1
+    truth = torch.zeros(9, 9, dtype=torch.bool)
+    truth[6:, :] = True
+    loaded = LoadedEpisode(query_image=None, query_mask=None, query_ignore=None, scored_mask=truth, scored_ignore=None,
+                           support_images=None, support_masks=None, support_labelled=None)
+    score = score_episode(Episode(0, 0, 0, "q", ("a", "b", "c")), loaded, shots > 0.5, shots, torch.device("cpu"), False)
+
+    # by hand, HSNet's predict_mask_nshot with use_original_imgsize: upsample, threshold, sum, / max vote, >= 0.5
+    upsampled = torch.nn.functional.interpolate(shots[:, None], (9, 9), mode="bilinear", align_corners=True)[:, 0]
+    votes = (upsampled > 0.5).long().sum(dim=0)
+    expected = votes.float() / max(int(votes.max()), 1) >= 0.5
+    assert int(expected.sum()) == 18 and not expected[:6].any()  # two upsampled rows of the region, no lone pixel
+    assert score.inter == (int((~expected & ~truth).sum()), int((expected & truth).sum()))
+    assert score.union == (int((~expected | ~truth).sum()), int((expected | truth).sum()))
+    voted_first = torch.nn.functional.interpolate(vote_merge(shots > 0.5)[None, None], (9, 9), mode="bilinear",
+                                                  align_corners=True)[0, 0] > 0.5
+    assert not voted_first.any()  # what voting at the evaluation size then upsampling gave: no foreground

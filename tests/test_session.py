@@ -3,6 +3,7 @@ CLI's error boundary (one line and exit 4 for an internal error, the traceback o
 
 import json
 import signal
+import sys
 
 import pytest
 
@@ -50,3 +51,26 @@ def test_eval_restores_the_callers_sigterm_handler(cli, tmp_path):
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_changed_adapter_starts_a_new_run_instead_of_resuming_the_old_journal(cli, tmp_path, monkeypatch):
+    """A user inverted their adapter's output and re-ran: the old journal must not be resumed."""
+    site = tmp_path / "site"
+    site.mkdir()
+    source = ("import torch\nfrom fssbench.harness.contract import FssAdapter\n\n"
+              "class Mine(FssAdapter):\n    description = 'a user adapter'\n\n"
+              "    def setup(self, context):\n        pass\n\n"
+              "    def predict(self, batch):\n        return (batch.query_images[:, 1] > 0.45).float()\n")
+    (site / "my_adapter.py").write_text(source)
+    monkeypatch.syspath_prepend(str(site))
+    registry.methods.register("mine", "my_adapter:Mine")
+    args = ("eval", "-m", "mine", "-p", "demo-1shot", "--fold", "0", "--episodes", "6", "--json", "--out", str(tmp_path))
+    first = json.loads(cli(*args).stdout)
+    (site / "my_adapter.py").write_text(source.replace("> 0.45).float()", "<= 0.45).float()"))  # inverted
+    monkeypatch.delitem(sys.modules, "my_adapter")
+    registry.methods._loaded.pop("mine")
+    second = json.loads(cli(*args).stdout)
+    assert second["resumed_episodes"] == 0 and second["run_id"] != first["run_id"]
+    assert second["code"]["adapter"] != first["code"]["adapter"]
+    assert second["metrics"][0]["value"] != first["metrics"][0]["value"]
+    assert first["code"] == {"fssbench": first["environment"]["fssbench"], "adapter": first["code"]["adapter"]}
