@@ -307,10 +307,9 @@ def test_the_empty_prompt_is_embedded_with_eager_attention_as_the_authors_transf
                        for attention in ("eager", "sdpa"))
     embedding = empty_prompt_embedding(sd21)
     torch.testing.assert_close(embedding, eager, rtol=0, atol=0)
-    if torch.equal(eager, sdpa):  # this machine's SDPA happens to agree bit for bit: check the setting instead
-        assert load_text_encoder(sd21).config._attn_implementation == "eager"
-    else:
-        assert not torch.equal(embedding, sdpa)
+    assert load_text_encoder(sd21).config._attn_implementation == "eager"
+    if (eager != sdpa).any():  # where this CPU's SDPA differs (here by 2-6e-7), the embedding is not SDPA's
+        assert (embedding != sdpa).any()
 
 
 @pytest.mark.slow
