@@ -85,7 +85,7 @@ def run_plan(plan: RunPlan, on_progress: OnProgress | None = None) -> tuple[RunR
         for fold, manifest in plan.manifests.items():
             session.journal.bind_manifest(fold, manifest.sha256)
             fold_run = plan.task.fold_run(context, manifest)
-            progress = (on_progress(fold, len(manifest), len(session.journal.units(fold))) if on_progress
+            progress = (on_progress(fold, len(manifest), session.journal.count(fold)) if on_progress
                         else lambda done, score: None)
             preparation = run_fold(fold, fold_run, session.journal, plan.device, plan.batch_size,
                                    session.is_warmup, progress)

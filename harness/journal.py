@@ -122,6 +122,10 @@ class Journal:
         return [JournaledUnit(row[0], row[1], json.loads(row[2]), (row[3], row[4], row[5]), bool(row[6]))
                 for row in rows]
 
+    def count(self, fold: int) -> int:
+        """How many units of `fold` are journaled (without reading them)."""
+        return self._db.execute("SELECT COUNT(*) FROM units WHERE fold = ?", (fold,)).fetchone()[0]
+
     def latencies(self) -> list[tuple[tuple[float, float, float], bool]]:
         """(data, compute, scoring) milliseconds and warm-up flag of every journaled unit."""
         rows = self._db.execute("SELECT data_ms, compute_ms, scoring_ms, warmup FROM units").fetchall()
