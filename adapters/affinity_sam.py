@@ -45,6 +45,7 @@ from fssbench.harness.contract import EpisodeBatch, SetupContext, WeightSpec
 from fssbench.adapters.affinity import Affinity, AffinityAdapter, Encoded, References, combine_references
 from fssbench.adapters.backbones import IMAGENET_MEAN, IMAGENET_STD
 from fssbench.harness.errors import UsageError
+from fssbench.harness.extras import require
 
 POINTS_PER_SAM_CALL = 64  # GF-SAM's batch of prompts per decoder call
 
@@ -98,6 +99,7 @@ class SamAffinity(Affinity):
 
 
 def build_sam(architecture: Architecture):
+    require("segment_anything", "affinity-sam (SAM)", "sam")
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     encoder = architecture.sam_encoder
@@ -160,6 +162,7 @@ def dinov2_from_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def load_dinov2(architecture: Architecture, path: Path | None):
+    require("transformers", "affinity-sam (DINOv2)", "sam")
     from transformers import Dinov2Config, Dinov2Model
 
     if path is not None and path.is_dir():

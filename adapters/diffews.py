@@ -88,6 +88,7 @@ from torch import nn
 
 from fssbench.harness.contract import EpisodeBatch, FssAdapter, SetupContext, WeightSpec
 from fssbench.harness.errors import UsageError
+from fssbench.harness.extras import require
 
 AUTHORS_WEIGHTS = "https://www.modelscope.cn/zzzmmz/Diffews.git"
 SD21_SOURCE = (f"{AUTHORS_WEIGHTS} (weight/stable-diffusion-2-1-ref8inchannels-tag4inchannels) "
@@ -246,6 +247,7 @@ class DiffewsModel(nn.Module):
 
 def build_networks(unet_config: dict[str, Any], vae_config: dict[str, Any],
                    in_channels_ref: int = 8) -> tuple[nn.Module, nn.Module]:
+    require("diffusers", "DiffewS", "diffews")
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_config(known_arguments(UNet2DConditionModel, unet_config))
@@ -283,6 +285,7 @@ def model_folder(candidates: tuple[Path, ...], weight_name: str, expected: str, 
 def read_state_dict(folder: Path, weight_name: str, source: str) -> dict[str, torch.Tensor]:
     safetensors_file = folder / "diffusion_pytorch_model.safetensors"
     if safetensors_file.is_file():
+        require("safetensors", "DiffewS", "diffews")
         from safetensors.torch import load_file
 
         return load_file(safetensors_file)
@@ -311,6 +314,7 @@ def load_text_encoder(sd21: Path) -> nn.Module:
     """The SD-2.1 CLIP text encoder in fp32 with eager attention, as the authors' transformers ran it
     (SDPA, the default of current transformers, changes the empty-prompt embedding by ~4e-7; transformers
     5 would otherwise take the dtype a config.json declares)."""
+    require("transformers", "DiffewS", "diffews")
     from transformers import CLIPTextModel
 
     try:

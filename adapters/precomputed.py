@@ -1,6 +1,8 @@
 """Scores prediction masks that another program wrote, so any external method can be evaluated on
 fssbench's manifests: `--weights predictions=DIR` with DIR/fold<F>/<episode index>.png (zero padding
 allowed), one PNG per episode at the evaluation resolution. Foreground where the probability is > 0.5.
+`fssbench eval --save-predictions` writes this layout (1-bit PNGs) to `<out>/predictions/<run id>`, so
+a saved run re-scores exactly under the same protocol and --eval-size.
 
 How a PNG is read, by its mode as PIL opens it:
 - palette ('P', e.g. saved with the VOC colours): by index, 0 background and 1 foreground; any other

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fssbench import registry
+from fssbench.cli import config
 from fssbench.harness.errors import FssbenchError, UsageError
 
 INTERNAL_ERROR = 4
@@ -29,6 +30,7 @@ groups = {
     "runs": typer.Typer(no_args_is_help=True, help="Browse the results store."),
     "data": typer.Typer(no_args_is_help=True, help="Check and prepare datasets on disk."),
     "train": typer.Typer(no_args_is_help=True, help="Train methods that need training (on base classes only)."),
+    "plot": typer.Typer(no_args_is_help=True, help="Plot results from the store (PNG and SVG)."),
 }
 for _name, _group in groups.items():
     app.add_typer(_group, name=_name)
@@ -36,9 +38,24 @@ for _name, _group in groups.items():
 stdout = Console(width=None if sys.stdout.isatty() else 200)  # full tables in logs and pipes
 stderr = Console(stderr=True, soft_wrap=True)
 
-DATA_ROOT_HELP = "Folder holding the datasets (default: $FSSBENCH_DATA)."
-DEVICE_HELP = "auto (cuda when available), cpu, cuda or cuda:N."
-RESULTS_OPTION = typer.Option(Path("fssbench-results"), "--results", help="The --out folder of `fssbench eval`.")
+DATA_ROOT_HELP = "Folder holding the datasets (default: $FSSBENCH_DATA, else data_root in fssbench.toml)."
+DEVICE_HELP = "auto (cuda when available), cpu, cuda or cuda:N (default: $FSSBENCH_DEVICE, else fssbench.toml, else auto)."
+WHERE_RESULTS = "default: $FSSBENCH_RESULTS, else results in fssbench.toml, else ./fssbench-results"
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return None if path is None else path.expanduser().absolute()
+
+
+# Shared flags whose defaults come from the environment or the config file (cli/config.py), not the folder
+# the command runs in; every path is made absolute, so messages name where things are.
+RESULTS_OPTION = typer.Option(..., "--results", default_factory=config.default_results, callback=_absolute,
+                              help=f"The --out folder of `fssbench eval` ({WHERE_RESULTS}).")
+OUT_OPTION = typer.Option(..., "--out", default_factory=config.default_results, callback=_absolute,
+                          help=f"Where run records and the results store are written ({WHERE_RESULTS}).")
+DATA_ROOT_OPTION = typer.Option(..., "--data-root", default_factory=config.default_data_root, callback=_absolute,
+                                help=DATA_ROOT_HELP)
+DEVICE_OPTION = typer.Option(..., "--device", default_factory=config.default_device, help=DEVICE_HELP)
 _debug = {"on": os.environ.get("FSSBENCH_DEBUG") == "1"}
 
 
@@ -46,6 +63,7 @@ _debug = {"on": os.environ.get("FSSBENCH_DEBUG") == "1"}
 def _options(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an internal error.")) -> None:
     if debug:
         _debug["on"] = True
+    config.apply_config_file()  # before the command's flags take their defaults
 
 
 def add_contributed_commands() -> None:
@@ -93,13 +111,14 @@ def main() -> None:
         stderr.print("[yellow]interrupted[/yellow]")
         code = 130
     except FssbenchError as exc:
-        stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        stderr.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         code = exc.exit_code
     except Exception as exc:  # a bug, ours or a plugin's: one line, the traceback on request
         if _debug["on"]:
             traceback.print_exc()
         notes = " ".join(getattr(exc, "__notes__", []))
-        stderr.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc}" + (f" ({notes})" if notes else "")
+        stderr.print(f"[red]internal error:[/red] {escape(f'{type(exc).__name__}: {exc}')}"
+                     + (f" ({escape(notes)})" if notes else "")
                      + ("" if _debug["on"] else "; run with --debug (or FSSBENCH_DEBUG=1) for the traceback"),
                      markup=True, highlight=False, soft_wrap=True)
         code = INTERNAL_ERROR

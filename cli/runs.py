@@ -22,10 +22,10 @@ def runs_list(
     protocol: Optional[str] = typer.Option(None, help="Only runs under this protocol."),
     status: Optional[str] = typer.Option(None, help="complete, failed or interrupted."),
 ) -> None:
-    """List stored runs, newest first."""
+    """List stored runs, oldest first; options: those a run changed from the method's defaults."""
     with open_store(results) as store:
         records = store.records(method=method, protocol=protocol, status=status)
-    table = Table("run id", "method", "backbone", "protocol", "status", "headline", "finished")
+    table = Table("run id", "method", "options", "backbone", "protocol", "seed", "status", "headline", "finished")
     for record in records:
         primary = record.primary
         if record.timing_only:
@@ -34,8 +34,9 @@ def runs_list(
             headline = "--"
         else:
             headline = f"{primary.label} {primary.value:.1f}"
-        table.add_row(record.run_id, record.method, record.backbone or "-", record.protocol, record.status,
-                      headline, record.finished_at or "--")
+        cells = (record.run_id, record.method, record.variant or "-", record.backbone or "-", record.protocol,
+                 str(record.seed), record.status, headline, record.finished_at or "--")
+        table.add_row(*map(escape, cells))  # user text: brackets are not markup
     stdout.print(table)
 
 
@@ -60,7 +61,7 @@ def runs_export(run: str = typer.Argument(..., help="Run id (or a unique prefix)
     with open_store(results) as store:
         frame = store.episode_frame(run)
     frame.to_csv(csv, index=False)
-    stderr.print(f"{len(frame)} episodes written to {csv}")
+    stderr.print(f"{len(frame)} episodes written to {escape(str(csv.resolve()))}", highlight=False)
 
 
 @runs_app.command("rebuild")
@@ -70,10 +71,11 @@ def runs_rebuild(results: Path = RESULTS_OPTION) -> None:
 
     rebuilt = rebuild_store(results)
     if rebuilt.previous:
-        stderr.print(f"the previous store is now {rebuilt.previous}", highlight=False)
+        stderr.print(f"the previous store is now {escape(str(rebuilt.previous))}", highlight=False)
     for problem in rebuilt.skipped:
         stderr.print(f"[yellow]skipped:[/yellow] {escape(problem)}", highlight=False)
     if rebuilt.without_unit_stats:
         stderr.print("without per-episode statistics (their journals are gone): "
-                     + ", ".join(rebuilt.without_unit_stats), highlight=False)
-    stdout.print(f"rebuilt {results / STORE_NAME} from {len(rebuilt.runs)} run records", highlight=False)
+                     + ", ".join(rebuilt.without_unit_stats), markup=False, highlight=False)
+    stdout.print(f"rebuilt {escape(str((results / STORE_NAME).resolve()))} from {len(rebuilt.runs)} run records",
+                 highlight=False)

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from fssbench.cli.app import DATA_ROOT_HELP, DEVICE_HELP, app, stderr, stdout
+from fssbench.cli.app import DATA_ROOT_OPTION, DEVICE_OPTION, OUT_OPTION, app, stderr, stdout
 
 
 def parse_backbones(text: str) -> list[str]:
@@ -55,9 +55,9 @@ def upgrade_command(
     fold: str = typer.Option("all", help="Fold number, or 'all'."),
     episodes: Optional[int] = typer.Option(None, min=1, help="Only the first N episodes per fold (recorded)."),
     options: list[str] = typer.Option([], "--option", help="NAME=VALUE of a method option; repeatable."),
-    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
-    out: Path = typer.Option(Path("fssbench-results"), help="Where run records and the tables are written."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
+    data_root: Optional[Path] = DATA_ROOT_OPTION,
+    out: Path = OUT_OPTION,
+    device: str = DEVICE_OPTION,
 ) -> None:
     """Evaluate one method with several backbones and write the upgrade table (Markdown and CSV): per fold
     and mean, each backbone's score and its delta against the first with a paired 95% interval."""

@@ -13,11 +13,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from fssbench.harness.datasets import IGNORE_LABEL  # noqa: F401  (adapters find it in the contract)
+from fssbench.harness.datasets import IGNORE_LABEL, DatasetReader  # noqa: F401  (adapters find IGNORE_LABEL here)
 from fssbench.harness.episodes import Episode
 from fssbench.harness.errors import UsageError
 
@@ -39,6 +39,9 @@ class SetupContext:
     resolution: int
     seed: int
     class_names: list[str]
+    # the run's dataset and its protocol's folds, for methods that train at adapt time (Syn4Seg's base data)
+    reader: DatasetReader | None = None
+    folds: tuple[int, ...] = ()
 
 
 @dataclass
@@ -130,6 +133,11 @@ class Adapter(ABC):
 
     @abstractmethod
     def setup(self, context: SetupContext) -> None: ...
+
+    def report(self) -> dict[str, Any]:
+        """Method-specific facts for the run record (`method_report`), collected when the run ends (also
+        when it fails): e.g. a synthetic set's hash and the cost of making it. JSON-serializable."""
+        return {}
 
 
 class FssAdapter(Adapter):

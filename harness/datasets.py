@@ -11,13 +11,14 @@ import hashlib
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
-
-import numpy as np
-import torch
-from PIL import Image
+from typing import TYPE_CHECKING, ClassVar
 
 from fssbench.harness.errors import DataError, UsageError
+
+if TYPE_CHECKING:  # commands that only read split lists (fssbench episodes) import no numpy, torch or PIL
+    import numpy as np
+    import torch
+    from PIL import Image
 
 IGNORE_LABEL = 255  # label value of ignored pixels, in label maps and in GFSS label indices
 
@@ -94,6 +95,8 @@ class DatasetReader(ABC):
 
     def decode_label(self, label: Image.Image) -> np.ndarray:
         """The label map of a decoded label file, one channel in the dataset's encoding."""
+        import numpy as np
+
         return np.asarray(label)
 
     def foreground(self, label: torch.Tensor, class_id: int) -> torch.Tensor:
@@ -123,6 +126,8 @@ class GreyMaskReader(DatasetReader):
     labels_match_images = False
 
     def decode_label(self, label: Image.Image) -> np.ndarray:
+        import numpy as np
+
         return np.asarray(label.convert("L"))
 
     def foreground(self, label: torch.Tensor, class_id: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ module only sees the objects they name.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,10 +19,13 @@ from fssbench.harness.datasets import DatasetReader
 from fssbench.harness.journal import run_key
 from fssbench.harness.loading import EpisodeLoader
 from fssbench.harness.options import changed_options, describe_options
+from fssbench.harness.predictions import PredictionWriter, predictions_folder, warn_unsaved
+from fssbench.harness.prefetch import DEFAULT_DEPTH
 from fssbench.harness.provenance import code_identity
-from fssbench.harness.record import DatasetInfo, RunRecord, environment, new_run_id, utc_now
+from fssbench.harness.record import DatasetInfo, Loading, RunRecord, environment, new_run_id, utc_now
 from fssbench.harness.runner import run_fold
 from fssbench.harness.session import RunSession
+from fssbench.harness.shards import Shard, merge_ranks, sharded
 from fssbench.harness.specs import ProtocolSpec
 from fssbench.harness.task import FoldContext, Task
 from fssbench.harness.timing import now
@@ -52,9 +55,15 @@ class RunPlan:
     warmup: int = 2
     resume: bool = True
     wait: bool = False  # for another process running this run to finish, instead of stopping
+    shard: Shard | None = None  # run only this shard of each fold (harness/shards.py)
+    distributed: bool = False  # a torchrun rank: its shard's record goes to rank 0, which merges all
     original_resolution: bool = False
     resolution_override: int | None = None
     batch_size: int = 1
+    cache_mb: int | None = None  # decode cache budget (None: min(25% of memory, 4096 MB))
+    prefetch: int = DEFAULT_DEPTH  # batches loaded ahead on background threads
+    threads: int | None = None  # torch.set_num_threads for the run (None: torch's default)
+    save_predictions: bool = False  # each episode's scored prediction as a PNG (harness/predictions.py)
     out: Path = Path("fssbench-results")
 
     @property
@@ -70,34 +79,57 @@ def run_plan(plan: RunPlan, on_progress: OnProgress | None = None) -> tuple[RunR
     is written (status failed or interrupted) before the exception propagates.
     """
     spec, reader = plan.spec, plan.reader
+    if plan.threads is not None:
+        torch.set_num_threads(plan.threads)
     adapter = plan.adapter_class(plan.options, plan.backbone)
     setup_started = now()
     adapter.setup(SetupContext(device=plan.device, weights=plan.weights, random_init=plan.random_init,
                                shot=spec.shot, resolution=spec.resolution.size, seed=plan.seed,
-                               class_names=reader.class_names))
+                               class_names=reader.class_names, reader=reader, folds=tuple(spec.folds)))
     record = _new_record(plan, adapter, setup_s=now() - setup_started)
     loader = EpisodeLoader(reader, spec.resolution.size, spec.support, plan.seed, plan.original_resolution,
-                           spec.resolution.mode)
-    journal_path = Path(plan.out) / "journals" / f"{plan.method}-{spec.name}-{run_key(_identity(record, plan))}.sqlite"
+                           spec.resolution.mode, plan.cache_mb)
+    journal_path = Path(plan.out) / "journals" / f"{plan.method}-{spec.name}-{run_key(run_identity(record))}.sqlite"
     context = FoldContext(plan.method, adapter, loader, reader, plan.device)
+    fold_runs, preparations = {}, {}
     with RunSession(record, plan.task, journal_path, plan.resume, plan.device, plan.out, plan.warmup,
-                    lambda: loader.decoded, plan.wait) as session:
-        for fold, manifest in plan.manifests.items():
-            session.journal.bind_manifest(fold, manifest.sha256)
-            fold_run = plan.task.fold_run(context, manifest)
-            progress = (on_progress(fold, len(manifest), session.journal.count(fold)) if on_progress
-                        else lambda done, score: None)
-            preparation = run_fold(fold, fold_run, session.journal, plan.device, plan.batch_size,
-                                   session.is_warmup, progress)
-            record.results.append(fold_run.result(preparation))
+                    lambda: loader.decoded, plan.wait, publish=not plan.distributed) as session:
+        if plan.save_predictions:  # under the run id the session settled on (a resumed run keeps its own)
+            record.predictions = predictions_folder(record.run_id)
+            context = replace(context, predictions=PredictionWriter(Path(plan.out) / record.predictions))
+        try:
+            for fold, manifest in plan.manifests.items():
+                session.journal.bind_manifest(fold, manifest.sha256)
+                fold_run = fold_runs[fold] = sharded(plan.task.fold_run(context, manifest), plan.shard)
+                progress = (on_progress(fold, len(manifest), session.journal.count(fold)) if on_progress
+                            else lambda done, score: None)
+                preparation = run_fold(fold, fold_run, session.journal, plan.device, plan.batch_size,
+                                       session.is_warmup, progress, plan.prefetch)
+                preparations[fold] = preparation
+                record.results.append(fold_run.result(preparation))
+            if plan.save_predictions:
+                warn_unsaved(Path(plan.out) / record.predictions, plan.manifests)
+        finally:
+            record.method_report = adapter.report()
+            record.loading = Loading(**loader.cache_statistics(), prefetch=plan.prefetch, threads=plan.threads)
+    if plan.distributed:
+        return merge_ranks(session.record, fold_runs, preparations, plan.task, plan.out)
     return session.record, session.path
 
 
-def _identity(record: RunRecord, plan: RunPlan) -> dict[str, Any]:
-    """What determines a run's results: re-running the same identity resumes its journal."""
+def run_identity(record: RunRecord) -> dict[str, Any]:
+    """What determines a run's results: re-running the same identity resumes its journal. A shard's
+    includes the shard; a merged run's is its single process's."""
     fields = ("method", "code", "backbone", "weights", "options", "protocol_sha256", "dataset", "seed", "folds",
               "episodes_cap", "evaluation_resolution")
-    return {**record.model_dump(mode="json", include=set(fields)), "device": plan.device.type}
+    device = torch.device(record.environment.device).type
+    return {**record.model_dump(mode="json", include=set(fields)), "device": device,
+            **({"shard": record.shard} if record.shard else {})}
+
+
+def plan_identity(plan: RunPlan) -> dict[str, Any]:
+    """The identity of the run `plan` makes, without setting its adapter up (sweeps skip runs already done)."""
+    return run_identity(_new_record(plan, plan.adapter_class(plan.options, plan.backbone), setup_s=0.0))
 
 
 def _new_record(plan: RunPlan, adapter: Adapter, setup_s: float) -> RunRecord:
@@ -128,6 +160,7 @@ def _new_record(plan: RunPlan, adapter: Adapter, setup_s: float) -> RunRecord:
         resolution_override=plan.resolution_override,
         support_annotation=spec.support,
         episodes_cap=plan.episodes_cap,
+        shard=str(plan.shard) if plan.shard else None,
         warmup=plan.warmup,
         environment=environment(plan.device),
         command=sys.argv,

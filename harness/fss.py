@@ -8,7 +8,8 @@ the record.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import math
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -35,12 +36,11 @@ def check_prediction(prediction: object, expected: tuple[int, ...], episodes: li
                               f"({layout} at the evaluation resolution)")
     if prediction.dtype == torch.bool:
         return prediction
-    if prediction.is_floating_point():
-        if not torch.isfinite(prediction).all():
-            raise PredictionError(f"{where}: prediction contains NaN or infinite values")
-    elif prediction.is_complex():
+    if prediction.is_complex():
         raise PredictionError(f"{where}: prediction has complex dtype {prediction.dtype}")
-    low, high = prediction.min().item(), prediction.max().item()
+    low, high = torch.stack(torch.aminmax(prediction)).tolist()  # one pass; NaN and inf show in the bounds
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise PredictionError(f"{where}: prediction contains NaN or infinite values")
     if low < 0 or high > 1:
         raise PredictionError(f"{where}: prediction values lie in [{low:g}, {high:g}], expected foreground "
                               "probabilities or 0/1 masks in [0, 1]")
@@ -58,18 +58,29 @@ def upsample_prediction(prediction: torch.Tensor, size: tuple[int, int], padded:
 
 def make_batch(episodes: list[Episode], loaded: list[LoadedEpisode], class_names: list[str],
                device: torch.device, with_truth: bool, support_annotation: str = "mask") -> EpisodeBatch:
-    def images(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(device, non_blocking=True).float().div_(255)
+    """The batch on `device`: uint8 images and boolean masks travel as they are (from pinned memory,
+    without blocking, to CUDA) and become float32 there."""
+    def on_device(tensors: list[torch.Tensor]) -> torch.Tensor:
+        stacked = torch.stack(tensors)
+        if device.type == "cuda":
+            return stacked.pin_memory().to(device, non_blocking=True)
+        return stacked.to(device)
+
+    def images(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return on_device(tensors).float().div_(255)
+
+    def masks(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return on_device(tensors).float()
 
     return EpisodeBatch(
         episodes=episodes,
-        query_images=images(torch.stack([item.query_image for item in loaded])),
-        support_images=images(torch.stack([item.support_images for item in loaded])),
-        support_masks=torch.stack([item.support_masks for item in loaded]).to(device).float(),
-        support_labelled=torch.stack([item.support_labelled for item in loaded]).to(device).float(),
+        query_images=images([item.query_image for item in loaded]),
+        support_images=images([item.support_images for item in loaded]),
+        support_masks=masks([item.support_masks for item in loaded]),
+        support_labelled=masks([item.support_labelled for item in loaded]),
         support_annotation=support_annotation,
         class_names=[class_names[episode.class_id] for episode in episodes],
-        query_masks=torch.stack([item.query_mask for item in loaded]).to(device).float() if with_truth else None,
+        query_masks=masks([item.query_mask for item in loaded]) if with_truth else None,
     )
 
 
@@ -81,8 +92,10 @@ def load_episode(loader: EpisodeLoader, episode: Episode) -> LoadedEpisode:
 
 
 def score_episode(episode: Episode, loaded: LoadedEpisode, mask: torch.Tensor, prediction: torch.Tensor,
-                  device: torch.device, padded: bool) -> EpisodeScore:
-    """Score one episode; `mask` and `prediction` are [H, W], or [K, H, W] per-shot ones to vote over."""
+                  device: torch.device, padded: bool,
+                  save: Callable[[Episode, torch.Tensor], None] | None = None) -> EpisodeScore:
+    """Score one episode; `mask` and `prediction` are [H, W], or [K, H, W] per-shot ones to vote over.
+    `save(episode, mask)` receives the binary mask as scored (--save-predictions)."""
     truth = loaded.scored_mask.to(device)
     if truth.shape != mask.shape[-2:]:  # original-resolution mode: bilinear upsampling of each output
         size = tuple(truth.shape)
@@ -90,6 +103,8 @@ def score_episode(episode: Episode, loaded: LoadedEpisode, mask: torch.Tensor, p
                 torch.stack([upsample_prediction(shot, size, padded) for shot in prediction]))
     if mask.dim() == 3:  # HSNet's K-shot vote, at the scoring resolution as HSNet votes
         mask = vote_merge(mask) > 0.5
+    if save is not None:
+        save(episode, mask)
     ignore = loaded.scored_ignore.to(device) if loaded.scored_ignore is not None else None
     inter, union = episode_counts(mask, truth, ignore)
     return EpisodeScore(episode.index, episode.class_id, inter, union)
@@ -130,7 +145,8 @@ class FssFoldRun(FoldRun):
         per_shot = (len(episodes[0].supports),) if context.adapter.shot_merge == "vote" else ()
         masks = check_prediction(output, (len(episodes), *per_shot, size, size), episodes, context.method)
         padded = context.loader.mode == "pad"
-        return [score_payload(score_episode(episode, loaded, mask, output[i], context.device, padded))
+        return [score_payload(score_episode(episode, loaded, mask, output[i], context.device, padded,
+                                            context.predictions))
                 for i, (episode, loaded, mask) in enumerate(zip(episodes, inputs[0], masks))]
 
     def update(self, key: str, payload: Payload) -> None:

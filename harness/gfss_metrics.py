@@ -13,8 +13,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # reports that recompute metrics from records import no torch
+    import torch
 
 from fssbench.harness.metrics import MetricSpec
 
@@ -25,6 +29,8 @@ SparseConfusion = list[tuple[int, int, int]]  # (ground truth, prediction, pixel
 
 def query_confusion(prediction: torch.Tensor, truth: torch.Tensor, ignore: torch.Tensor, classes: int) -> SparseConfusion:
     """Confusion counts of one query: prediction and truth [H, W] label indices in 0..classes-1."""
+    import torch
+
     valid = ~ignore
     cells = truth[valid].long() * classes + prediction[valid].long()
     counts = torch.bincount(cells, minlength=classes * classes).cpu()

@@ -1,4 +1,6 @@
-"""Loading episodes: each image and label map is decoded and resized once per run, then cached.
+"""Loading episodes: each image and label map is decoded and resized once, then kept in a bounded
+least-recently-used cache (`--cache-mb`): at COCO scale, where most images are touched once or twice,
+memory stays within the budget instead of growing with the number of distinct images.
 
 Images are squashed to the evaluation resolution with PIL's bilinear filter (what HSNet's
 torchvision `Resize` does on PIL images); label maps are resized with torch's nearest-neighbour
@@ -8,8 +10,13 @@ In original-resolution mode the query's label map is also kept at its original s
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import Counter, OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -53,27 +60,109 @@ def pad_size(height: int, width: int, size: int) -> tuple[int, int]:
     return height // 8 * 8, width // 8 * 8
 
 
+def default_cache_mb() -> int:
+    """min(25% of the machine's memory, 4096 MB)."""
+    try:
+        memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): the cap
+        return 4096
+    return int(min(memory_mb // 4, 4096))
+
+
+Tensors = tuple[torch.Tensor | None, ...]
+
+
+class DecodeCache:
+    """A least-recently-used cache of decoded tensors under a byte budget, safe to share between the
+    loading threads: an entry being decoded by one thread is waited for, never decoded twice at once.
+    Bytes are those of the tensors held; an entry larger than the whole budget is not kept."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.bytes = self.peak_bytes = 0
+        self.hits = self.evictions = 0
+        self.misses: Counter[str] = Counter()  # decodes per kind of entry (the key's first part)
+        self._entries: OrderedDict[tuple[str, str], tuple[Tensors, int]] = OrderedDict()
+        self._pending: dict[tuple[str, str], Future] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str], make: Callable[[], Tensors]) -> Tensors:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[0]
+            pending = self._pending.get(key)
+            owner = pending is None
+            if owner:
+                pending = self._pending[key] = Future()
+                self.misses[key[0]] += 1
+            else:
+                self.hits += 1
+        if not owner:
+            return pending.result()
+        try:
+            value = make()
+        except BaseException as exc:
+            with self._lock:
+                del self._pending[key]
+            pending.set_exception(exc)
+            raise
+        self._put(key, value)
+        pending.set_result(value)
+        return value
+
+    def _put(self, key: tuple[str, str], value: Tensors) -> None:
+        size = sum(tensor.numel() * tensor.element_size() for tensor in value if tensor is not None)
+        with self._lock:
+            del self._pending[key]
+            if size > self.budget_bytes:
+                return
+            while self.bytes + size > self.budget_bytes:
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self.bytes -= evicted
+                self.evictions += 1
+            self._entries[key] = (value, size)
+            self.bytes += size
+            self.peak_bytes = max(self.peak_bytes, self.bytes)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class EpisodeLoader:
     def __init__(self, reader: DatasetReader, size: int, support: str = "mask", seed: int = 0,
-                 original_resolution: bool = False, mode: str = "squash") -> None:
+                 original_resolution: bool = False, mode: str = "squash", cache_mb: int | None = None) -> None:
         self.reader = reader
         self.size = size
         self.mode = mode
         self.support = support
         self.seed = seed
         self.original_resolution = original_resolution
-        self.decoded = 0  # images decoded so far (each at most once per run)
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._original_labels: dict[str, torch.Tensor] = {}
-        self._instances: dict[str, torch.Tensor] = {}
+        self.cache_mb = default_cache_mb() if cache_mb is None else cache_mb
+        self.cache = DecodeCache(self.cache_mb * 2**20)
+
+    @property
+    def decoded(self) -> int:
+        """Images decoded so far (an image evicted and needed again is decoded again)."""
+        return self.cache.misses["image"]
+
+    def cache_statistics(self) -> dict[str, int | float]:
+        cache = self.cache
+        return {"cache_budget_mb": self.cache_mb, "cache_peak_mb": cache.peak_bytes / 2**20,
+                "cache_hits": cache.hits, "cache_evictions": cache.evictions}
 
     def image_and_label(self, image_id: str) -> tuple[torch.Tensor, torch.Tensor]:
-        cached = self._cache.get(image_id)
-        if cached is None:
-            cached = self._cache[image_id] = self._decode(image_id)
-        return cached
+        image, label, _ = self.decoded_image(image_id)
+        return image, label
 
-    def _decode(self, image_id: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def decoded_image(self, image_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Image [3, S, S] uint8, label map [S, S] int16, and in original-resolution mode the label map at
+        its original size."""
+        return self.cache.get(("image", image_id), lambda: self._decode(image_id))
+
+    def _decode(self, image_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         image_path = self.reader.image_path(image_id)
         label_path = self.reader.label_path(image_id)
         image = read_image(image_path)
@@ -83,14 +172,12 @@ class EpisodeLoader:
                 f"{label_path} has shape {label.shape} but its image {image_path} is "
                 f"{image.size[0]}x{image.size[1]}; the label map must be one channel of the same size"
             )
-        self.decoded += 1
-        if self.original_resolution:
-            self._original_labels[image_id] = torch.from_numpy(np.array(label)).to(torch.int16)
+        original = torch.from_numpy(np.array(label)).to(torch.int16) if self.original_resolution else None
         if self.mode == "pad":
-            return self._pad(image.convert("RGB")), self._resize_map(label)
+            return self._pad(image.convert("RGB")), self._resize_map(label), original
         resized = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
         image_tensor = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).contiguous()
-        return image_tensor, self._resize_map(label)
+        return image_tensor, self._resize_map(label), original
 
     def _resize_label(self, label: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
         label = torch.from_numpy(np.array(label)).float()
@@ -124,15 +211,17 @@ class EpisodeLoader:
         return label == PADDING if ignore is None else ignore | (label == PADDING)
 
     def instances(self, image_id: str) -> torch.Tensor:
-        if image_id not in self._instances:
-            path = self.reader.instance_path(image_id)
-            if path is None:
-                raise DataError(f"box supports need instance maps, and dataset {self.reader.name!r} has none")
-            self._instances[image_id] = self._resize_map(np.asarray(read_image(path)))
-        return self._instances[image_id]
+        return self.cache.get(("instances", image_id), lambda: (self._decode_instances(image_id),))[0]
+
+    def _decode_instances(self, image_id: str) -> torch.Tensor:
+        path = self.reader.instance_path(image_id)
+        if path is None:
+            raise DataError(f"box supports need instance maps, and dataset {self.reader.name!r} has none")
+        return self._resize_map(np.asarray(read_image(path)))
 
     def load(self, episode: Episode) -> LoadedEpisode:
-        query_image, query_label = self.image_and_label(episode.query)
+        """One episode's tensors; safe to call from several threads at once (the cache is shared)."""
+        query_image, query_label, query_original = self.decoded_image(episode.query)
         images, masks, labelled = [], [], []
         for position, support in enumerate(episode.supports):
             image, label = self.image_and_label(support)
@@ -145,8 +234,8 @@ class EpisodeLoader:
         query_mask = self.reader.foreground(query_label, episode.class_id)
         query_ignore = self.ignore(query_label)
         if self.original_resolution:
-            original = self._original_labels[episode.query]
-            scored_mask, scored_ignore = self.reader.foreground(original, episode.class_id), self.reader.ignore(original)
+            scored_mask = self.reader.foreground(query_original, episode.class_id)
+            scored_ignore = self.reader.ignore(query_original)
         else:
             scored_mask, scored_ignore = query_mask, query_ignore
         return LoadedEpisode(

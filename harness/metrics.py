@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # reports that recompute metrics from records import no torch
+    import torch
 
 BACKGROUND, FOREGROUND = 0, 1
 
@@ -49,6 +53,8 @@ class EpisodeScore:
 
 def episode_counts(prediction: torch.Tensor, truth: torch.Tensor, ignore: torch.Tensor | None):
     """(inter_bg, inter_fg), (union_bg, union_fg) of boolean masks, ignored pixels removed."""
+    import torch
+
     valid = ~ignore if ignore is not None else torch.ones_like(truth)
     pred_fg, true_fg = prediction & valid, truth & valid
     pred_bg, true_bg = ~prediction & valid, ~truth & valid

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from fssbench.harness.contract import Adapter, OptionValue
+from typing import TYPE_CHECKING
+
 from fssbench.harness.errors import UsageError
+
+if TYPE_CHECKING:  # this module is used before torch is imported (planning checks a command line first)
+    from fssbench.harness.contract import Adapter, OptionValue
 
 TRUE_WORDS = {"true", "on", "yes", "1"}
 FALSE_WORDS = {"false", "off", "no", "0"}

@@ -21,8 +21,13 @@ OWN_ADAPTERS = "fssbench.adapters"
 
 
 def code_identity(adapter_class: type) -> dict[str, str]:
-    """{"fssbench": version, "adapter": what computes the predictions} for the record and the run key."""
-    module = adapter_class.__module__
+    """{"fssbench": version, "adapter": what computes the predictions} for the record and the run key. A
+    composed adapter (aligndiff+X) names every module it is made of in `code_modules`: each is identified."""
+    modules = getattr(adapter_class, "code_modules", (adapter_class.__module__,))
+    return {"fssbench": fssbench.__version__, "adapter": " + ".join(module_identity(module) for module in modules)}
+
+
+def module_identity(module: str) -> str:
     distribution = _distribution(module)
     if distribution is not None:
         record = distribution.read_text("RECORD") or ""
@@ -33,7 +38,7 @@ def code_identity(adapter_class: type) -> dict[str, str]:
         for path in sorted(source_files(module)):
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
         adapter = f"{module} (source sha256 {digest.hexdigest()[:16]})"
-    return {"fssbench": fssbench.__version__, "adapter": adapter}
+    return adapter
 
 
 def source_files(module: str) -> set[Path]:

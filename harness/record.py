@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import re
 import secrets
@@ -21,16 +22,16 @@ import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-import numpy as np
-import PIL
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import fssbench
 from fssbench.harness.errors import UsageError
 from fssbench.harness.files import atomic_write_text
+
+if TYPE_CHECKING:  # reading records (runs, leaderboard, compare) imports no torch
+    import torch
 
 RECORD_SCHEMA = 2
 Interval = tuple[float, float]
@@ -122,6 +123,25 @@ class Timing(Model):
         return self.memory.peak_memory_mb
 
 
+class Loading(Model):
+    """How episodes were loaded: the decode cache's budget and use, the prefetch depth, the method's threads."""
+
+    cache_budget_mb: int
+    cache_peak_mb: float
+    cache_hits: int
+    cache_evictions: int
+    prefetch: int  # batches loaded ahead on background threads (0: loaded when reached)
+    threads: int | None = None  # --threads (the count in effect is environment.torch_threads)
+
+
+class LoadAverage(Model):
+    """The system's load averages (runnable processes, os.getloadavg) at one moment."""
+
+    one_minute: float
+    five_minutes: float
+    fifteen_minutes: float
+
+
 class Environment(Model):
     fssbench: str
     git_sha: str | None
@@ -139,6 +159,9 @@ class Environment(Model):
     tf32_matmul: bool
     tf32_cudnn: bool
     packages: dict[str, str | None] = {}
+    cpu_count: int | None = None  # logical CPUs (None: not recorded, a record before fssbench recorded it)
+    load_at_start: LoadAverage | None = None  # when this process started the run (None: not recorded)
+    load_at_end: LoadAverage | None = None  # when the run finished (RunSession sets it with finished_at)
 
 
 class DatasetInfo(Model):
@@ -152,7 +175,29 @@ class RunError(Model):
     message: str
 
 
-Status = Literal["running", "complete", "failed", "interrupted"]
+class Cost(Model):
+    """What a run's episode loop used, summed over its sessions (resumes) and its ranks or shards (adapter
+    setup is `setup_s`, apart; a session killed with SIGKILL adds nothing)."""
+
+    cpu_s: float  # CPU time (user + system) of the processes that ran it
+    gpu_s: float | None = None  # wall-clock seconds it held each of its GPUs, summed; None on CPU
+
+
+class RankInfo(Model):
+    """One rank (torchrun) or shard (--shard) of a merged run."""
+
+    shard: int
+    run_id: str  # the rank's own run id, as its journal knows it
+    host: str | None = None  # known for torchrun ranks
+    device: str
+    device_name: str
+    units: int  # episodes (GFSS: queries) it scored
+    episodes_per_s: float | None  # its throughput over its timed units
+    cost: Cost | None = None
+
+
+# partial: one shard of a run (`--shard I/N`), complete once merged with the others (`fssbench merge`)
+Status = Literal["running", "complete", "partial", "failed", "interrupted"]
 
 
 class RunRecord(Model):
@@ -181,13 +226,20 @@ class RunRecord(Model):
     support_annotation: str
     episodes_cap: int | None = None
     warmup: int = 2
+    shard: str | None = None  # "I/N" on a partial record: this run scored shard I of N of each fold
+    world_size: int = 1  # ranks or shards merged into this record (their facts in `ranks`)
+    ranks: list[RankInfo] = []
+    cost: Cost | None = None
     results: list[FoldResult] = []
     metrics: list[MetricValue] = []
     timing: Timing | None = None
+    loading: Loading | None = None
     environment: Environment
     command: list[str] = []
     journal: str | None = None
     resumed_episodes: int = 0
+    predictions: str | None = None  # folder of the saved prediction PNGs, relative to the results folder; None: not saved
+    method_report: dict[str, Any] = {}  # Adapter.report(): method-specific facts (e.g. AlignDiff's synthetic set)
     started_at: str
     finished_at: str | None = None
     error: RunError | None = None
@@ -273,7 +325,19 @@ def package_versions() -> dict[str, str | None]:
     return {name: installed(name) for name in names}
 
 
+def machine_load() -> LoadAverage | None:
+    """The load averages now, None where the system has none (Windows)."""
+    try:
+        return LoadAverage(**dict(zip(LoadAverage.model_fields, os.getloadavg())))
+    except (AttributeError, OSError):  # no os.getloadavg on Windows; OSError where it cannot be read
+        return None
+
+
 def environment(device: torch.device) -> Environment:
+    import numpy as np
+    import PIL
+    import torch
+
     on_cuda = device.type == "cuda"
     return Environment(
         fssbench=fssbench.__version__,
@@ -292,6 +356,8 @@ def environment(device: torch.device) -> Environment:
         tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
         tf32_cudnn=torch.backends.cudnn.allow_tf32,
         packages=package_versions(),
+        cpu_count=os.cpu_count(),
+        load_at_start=machine_load(),
     )
 
 

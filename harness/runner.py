@@ -1,9 +1,11 @@
 """The one episode loop: every task's folds run through it (see task.py for what a task supplies).
 
-Per batch of work units: load (timed as data), call the adapter under inference mode with the device
-synchronized around it (timed as compute), check and score (timed as scoring), then journal each unit
-before the next batch starts. A batch's times are shared equally by its units. Units already in the
-journal are restored into the fold's state and not recomputed.
+Per batch of work units: load (timed as data: with prefetching, the time the loop waited for the
+batch, which background threads load while the adapter runs the batches before it), call the adapter
+under inference mode with the device synchronized around it (timed as compute), check and score
+(timed as scoring), then journal each unit before the next batch starts. A batch's times are shared
+equally by its units. Units already in the journal are restored into the fold's state and not
+recomputed (nor loaded).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Callable
 import torch
 
 from fssbench.harness.journal import Journal
+from fssbench.harness.prefetch import Prefetcher
 from fssbench.harness.task import FoldRun
 from fssbench.harness.timing import now, synchronize
 
@@ -20,7 +23,7 @@ Progress = Callable[[int, float | None], None]  # (units done, running headline 
 
 
 def run_fold(fold: int, run: FoldRun, journal: Journal, device: torch.device, batch_size: int,
-             is_warmup: Callable[[], bool], progress: Progress) -> dict[str, float]:
+             is_warmup: Callable[[], bool], progress: Progress, prefetch: int = 0) -> dict[str, float]:
     """Run (or resume) one fold; return the journaled preparation times (milliseconds by group name)."""
     for unit in journal.units(fold):
         run.update(unit.unit, unit.payload)
@@ -36,23 +39,25 @@ def run_fold(fold: int, run: FoldRun, journal: Journal, device: torch.device, ba
             journal.set_meta(group.name, 1000 * (now() - started))
         if group.name and journal.meta(group.name) is not None:
             preparation_ms[group.name] = journal.meta(group.name)
-        for start in range(0, len(units), batch_size):
-            chunk = units[start:start + batch_size]
-            started = now()
-            inputs = run.load(chunk)
-            synchronize(device)
-            loaded_at = now()
-            with torch.inference_mode():
-                output = run.call(inputs)
-            synchronize(device)
-            predicted_at = now()
-            payloads = run.score(chunk, inputs, output)
-            share = 1000 / len(chunk)
-            milliseconds = tuple(share * t for t in (loaded_at - started, predicted_at - loaded_at, now() - predicted_at))
-            for unit, payload in zip(chunk, payloads):
-                key = run.key(unit)
-                journal.add(fold, key, payload, milliseconds, warmup=is_warmup())
-                run.update(key, payload)
-                done.add(key)
-            progress(len(done), run.running_score())
+        chunks = [units[start:start + batch_size] for start in range(0, len(units), batch_size)]
+        with Prefetcher(run.load, prefetch) as prefetcher:  # per group: loads start after its preparation
+            for chunk, loaded in prefetcher.over(chunks):
+                started = now()
+                inputs = loaded()
+                synchronize(device)
+                loaded_at = now()
+                with torch.inference_mode():
+                    output = run.call(inputs)
+                synchronize(device)
+                predicted_at = now()
+                payloads = run.score(chunk, inputs, output)
+                share = 1000 / len(chunk)
+                milliseconds = tuple(share * t for t in (loaded_at - started, predicted_at - loaded_at,
+                                                         now() - predicted_at))
+                for unit, payload in zip(chunk, payloads):
+                    key = run.key(unit)
+                    journal.add(fold, key, payload, milliseconds, warmup=is_warmup())
+                    run.update(key, payload)
+                    done.add(key)
+                progress(len(done), run.running_score())
     return preparation_ms

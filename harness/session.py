@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,10 +21,10 @@ import torch
 from fssbench.harness.errors import FssbenchError
 from fssbench.harness.files import move_aside
 from fssbench.harness.journal import Journal, RunWarning, lock_journal
-from fssbench.harness.record import RunError, RunRecord, Timing, utc_now, write_record
+from fssbench.harness.record import Cost, RunError, RunRecord, Timing, machine_load, utc_now, write_record
 from fssbench.harness.store import STORE_NAME, ResultsStore, StoreError
 from fssbench.harness.task import Task
-from fssbench.harness.timing import MemoryProbe, latency_summary
+from fssbench.harness.timing import MemoryProbe, latency_summary, now
 
 
 def _interrupt(signum, frame) -> None:
@@ -45,10 +46,14 @@ def sigterm_interrupts() -> Iterator[None]:
 
 
 class RunSession:
-    """`with RunSession(...) as session:` runs folds into `session.record`; on exit the record is final."""
+    """`with RunSession(...) as session:` runs folds into `session.record`; on exit the record is final.
+    With `publish` off, a run that completes is not written or stored (a torchrun rank: rank 0 writes the
+    merged record); one that fails is, whatever `publish` says."""
 
     def __init__(self, record: RunRecord, task: Task, journal_path: Path, resume: bool, device: torch.device,
-                 out: Path, warmup: int, images_decoded: Callable[[], int], wait: bool = False) -> None:
+                 out: Path, warmup: int, images_decoded: Callable[[], int], wait: bool = False,
+                 publish: bool = True) -> None:
+        self.publish = publish
         self.record, self.task, self.out = record, task, Path(out)
         self.journal_path, self.resume, self.wait, self.device = journal_path, resume, wait, device
         self.warmup, self.images_decoded = warmup, images_decoded
@@ -74,6 +79,7 @@ class RunSession:
         record.journal = str(journal.path)
         record.resumed_episodes = len(journal.latencies())
         self.memory = MemoryProbe(self.device)
+        self._started = (time.process_time(), now())
         self._signals.__enter__()
         return self
 
@@ -85,7 +91,7 @@ class RunSession:
     def __exit__(self, exc_type, exc, traceback) -> bool:
         try:
             if exc is None:
-                self.record.status = "complete"
+                self.record.status = "partial" if self.record.shard else "complete"
             else:
                 interrupted = isinstance(exc, KeyboardInterrupt)
                 self.record.status = "interrupted" if interrupted else "failed"
@@ -103,7 +109,7 @@ class RunSession:
             exc.add_note(f"the run record ({self.record.status}) is in {self.path}")
         return False
 
-    def _finish(self) -> Path:
+    def _finish(self) -> Path | None:
         """Complete the record from the journal (all sessions), write it and add it to the store (or warn)."""
         record, journal = self.record, self.journal
         record.metrics = self.task.summarize(record.results)
@@ -112,11 +118,24 @@ class RunSession:
         journal.set_meta("memory", peak)
         record.timing = Timing(**latency_summary(journal.latencies()), memory=peak,
                                images_decoded=self.images_decoded())
+        cpu_s, gpu_s = time.process_time() - self._started[0], now() - self._started[1]
+        spent = journal.meta("cost") or {"cpu_s": 0.0, "gpu_s": 0.0}
+        spent = {"cpu_s": spent["cpu_s"] + cpu_s, "gpu_s": spent["gpu_s"] + gpu_s}
+        journal.set_meta("cost", spent)
+        record.cost = Cost(cpu_s=spent["cpu_s"], gpu_s=spent["gpu_s"] if self.device.type == "cuda" else None)
         record.finished_at = utc_now()
-        path = write_record(record, self.out)
-        try:
-            with ResultsStore(self.out / STORE_NAME) as store:
-                store.save(record, journal.units())
-        except StoreError as exc:
-            warnings.warn(f"the run record {path} is written, but not added to the results store: {exc}", RunWarning)
-        return path
+        record.environment = record.environment.model_copy(update={"load_at_end": machine_load()})
+        if not self.publish and record.status in ("complete", "partial"):
+            return None
+        return publish_record(record, journal.units(), self.out)
+
+
+def publish_record(record: RunRecord, units, out: Path) -> Path:
+    """Write the record under `out` and add it, with its units, to the store there (or warn)."""
+    path = write_record(record, out)
+    try:
+        with ResultsStore(Path(out) / STORE_NAME) as store:
+            store.save(record, units)
+    except StoreError as exc:
+        warnings.warn(f"the run record {path} is written, but not added to the results store: {exc}", RunWarning)
+    return path

@@ -37,17 +37,44 @@ def _fold_miou(inter: list[np.ndarray], union: list[np.ndarray]) -> np.ndarray:
 
 def bootstrap_interval(folds: list[Fold], replicates: int = REPLICATES, seed: int = SEED) -> tuple[float, float]:
     """95% percentile interval of the mean over folds of the class-accumulated mIoU."""
+    return seeds_bootstrap_interval([folds], replicates, seed)
+
+
+def seeds_bootstrap_interval(runs: list[list[Fold]], replicates: int = REPLICATES,
+                             seed: int = SEED) -> tuple[float, float]:
+    """95% percentile interval of the mean over runs (one per episode seed) of each run's mean over folds of
+    the class-accumulated mIoU: every run's episodes are resampled within class, independently of the other
+    runs'. One run gives exactly `bootstrap_interval`'s interval (the same draws)."""
     rng = np.random.default_rng(seed)
-    means = np.zeros(replicates)
-    for fold in folds:
-        inter, union = [], []
-        for fg_inter, fg_union in _class_columns(fold):
-            picks = rng.integers(0, max(len(fg_inter), 1), size=(replicates, len(fg_inter)))
-            inter.append(fg_inter[picks].sum(axis=1))
-            union.append(fg_union[picks].sum(axis=1))
-        means += _fold_miou(inter, union)
-    low, high = np.percentile(means / len(folds), [2.5, 97.5])
+    total = np.zeros(replicates)
+    for folds in runs:
+        means = np.zeros(replicates)
+        for fold in folds:
+            inter, union = [], []
+            for fg_inter, fg_union in _class_columns(fold):
+                picks = rng.integers(0, max(len(fg_inter), 1), size=(replicates, len(fg_inter)))
+                inter.append(fg_inter[picks].sum(axis=1))
+                union.append(fg_union[picks].sum(axis=1))
+            means += _fold_miou(inter, union)
+        total += means / len(folds)
+    low, high = np.percentile(total / len(runs), [2.5, 97.5])
     return float(low), float(high)
+
+
+def median_ratio_interval(baseline: list[float], current: list[float], replicates: int = REPLICATES,
+                          seed: int = SEED) -> tuple[float, tuple[float, float]]:
+    """The ratio median(current) / median(baseline) of two latency samples and its 95% bootstrap percentile
+    interval, each sample resampled on its own (timings of two runs do not pair: each saw its own machine)."""
+    base, cur = np.asarray(baseline, dtype=np.float64), np.asarray(current, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(replicates)
+    for start in range(0, replicates, CHUNK):
+        count = min(CHUNK, replicates - start)
+        base_medians = np.median(base[rng.integers(0, base.size, size=(count, base.size))], axis=1)
+        cur_medians = np.median(cur[rng.integers(0, cur.size, size=(count, cur.size))], axis=1)
+        ratios[start:start + count] = cur_medians / base_medians
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(np.median(cur) / np.median(base)), (float(low), float(high))
 
 
 @dataclass(frozen=True)

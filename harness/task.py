@@ -35,6 +35,7 @@ class FoldContext:
     loader: EpisodeLoader
     reader: DatasetReader
     device: torch.device
+    predictions: Callable[[Any, torch.Tensor], None] | None = None  # save(unit, its scored prediction)
 
 
 @dataclass

@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from fssbench.harness.contract import Adapter
+from typing import TYPE_CHECKING
+
 from fssbench.harness.errors import UsageError
+
+if TYPE_CHECKING:  # this module is used before torch is imported (planning checks a command line first)
+    from fssbench.harness.contract import Adapter
 
 
 def parse_weight_flags(flags: list[str]) -> dict[str, Path]:
@@ -23,36 +27,35 @@ def parse_weight_flags(flags: list[str]) -> dict[str, Path]:
 
 def resolve_weights(method: str, adapter: type[Adapter], given: dict[str, Path], random_init: bool) -> dict[str, Path]:
     """Check the user's weights against the adapter's declaration; return them by name."""
+    problems = weight_problems(method, adapter, given, random_init)
+    if problems:
+        raise UsageError("\n".join(problems))
+    return {} if random_init else given
+
+
+def weight_problems(method: str, adapter: type[Adapter], given: dict[str, Path], random_init: bool) -> list[str]:
+    """Every weight the command line gets wrong or leaves out, each with where to get it."""
     declared = {spec.name: spec for spec in adapter.weights}
-    for name in given:
-        if name not in declared:
-            accepted = ", ".join(declared) or "none"
-            raise UsageError(f"method {method!r} takes no weights named {name!r} (it accepts: {accepted})")
+    unknown = [name for name in given if name not in declared]
+    if unknown:
+        return [f"method {method!r} takes no weights named {name!r} (it accepts: {', '.join(declared) or 'none'})"
+                for name in unknown]
     if random_init:
         if not adapter.supports_random_init:
-            raise UsageError(
-                f"method {method!r} cannot run with --random-init: it has no model to initialise "
-                "randomly; give its inputs with --weights instead"
-            )
-        if given:
-            raise UsageError("--random-init and --weights exclude each other: a run is one or the other")
-        return {}
+            return [f"method {method!r} cannot run with --random-init: it has no model to initialise "
+                    "randomly; give its inputs with --weights instead"]
+        return ["--random-init and --weights exclude each other: a run is one or the other"] if given else []
+    problems = []
     for spec in adapter.weights:
         path = given.get(spec.name)
-        if path is None:
-            if spec.required:
-                raise UsageError(
-                    f"method {method!r} needs weights {spec.name!r} ({spec.expected}); get them from "
-                    f"{spec.source} and pass --weights {spec.name}=PATH, or use --random-init for a "
-                    "timing-only run"
-                )
-            continue
-        if not path.exists():
-            raise UsageError(
-                f"--weights {spec.name}={path}: no such file or folder (expected {spec.expected}, "
-                f"from {spec.source})"
-            )
-    return given
+        if path is None and spec.required:
+            problems.append(f"method {method!r} needs weights {spec.name!r} ({spec.expected}); get them from "
+                            f"{spec.source} and pass --weights {spec.name}=PATH"
+                            + (", or use --random-init for a timing-only run" if adapter.supports_random_init else ""))
+        elif path is not None and not path.exists():
+            problems.append(f"--weights {spec.name}={path}: no such file or folder (expected {spec.expected}, "
+                            f"from {spec.source})")
+    return problems
 
 
 def sha256_of_path(path: Path) -> str:

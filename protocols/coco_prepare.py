@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from fssbench.harness.errors import DataError
+from fssbench.harness.extras import require
 from fssbench.harness.files import atomic_write
 
 LABELS = "annotations-pycocotools"
@@ -27,6 +28,7 @@ INSTANCES = "instances-pycocotools"
 def prepare_coco_masks(root: Path, split: str = "val2014",
                        on_image: Callable[[int, int], None] = lambda done, total: None) -> int:
     """Write label and instance PNGs for every image of the split; returns how many were written."""
+    require("pycocotools", "`fssbench data prepare coco`", "coco")
     from pycocotools.coco import COCO
 
     source = root / "COCO2014" / "annotations" / f"instances_{split}.json"

@@ -20,7 +20,7 @@ import numpy as np
 from fssbench.harness.datasets import IGNORE_LABEL, DatasetReader
 from fssbench.harness.episodes import GfssRun
 from fssbench.harness.errors import DataError
-from fssbench.harness.loading import read_image
+from fssbench.harness.files import open_image
 
 
 #: ``src/dataset/utils.py::process_image``: a support candidate's class needs >= 16*32*32 pixels.
@@ -164,7 +164,8 @@ def read_diam_list(path: Path, image_id: Callable[[str], str]) -> list[str]:
 
 def label_areas(reader: DatasetReader, image_id: str) -> dict[int, int]:
     """Pixel count of each label value of an image's label map at its original resolution."""
-    label = reader.decode_label(read_image(reader.label_path(image_id)))
+    with open_image(reader.label_path(image_id)) as image:
+        label = reader.decode_label(image)
     counts = np.bincount(np.asarray(label, dtype=np.int64).ravel())
     return {value: int(count) for value, count in enumerate(counts) if count}
 

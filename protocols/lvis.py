@@ -31,6 +31,7 @@ from fssbench.harness.cache import cache_dir
 from fssbench.harness.datasets import DatasetReader
 from fssbench.harness.episodes import Episode
 from fssbench.harness.errors import DataError, UsageError
+from fssbench.harness.extras import require
 from fssbench.harness.files import atomic_write, open_image
 from fssbench.protocols.hsnet import sample_round_robin_episodes
 from fssbench.protocols.safe_pickle import load_plain_pickle
@@ -48,12 +49,7 @@ ClassAnnotations = dict[str, dict[str, Any]]  # image name -> {'annotations': [.
 
 def coco_mask_api():
     """pycocotools.mask, imported on first use so that other datasets do not need it."""
-    try:
-        from pycocotools import mask as mask_util
-    except ImportError:
-        raise UsageError("LVIS-92i masks are decoded with pycocotools, which is not installed: "
-                         "pip install pycocotools") from None
-    return mask_util
+    return require("pycocotools.mask", "LVIS-92i (its masks)", "coco")
 
 
 def polygons_to_bitmask(polygons: list[np.ndarray], height: int, width: int) -> np.ndarray:

@@ -37,6 +37,7 @@ class Entry:
     origin: str  # "built-in" or the distribution that provides the plugin
     stated: str | None = None  # a description given at registration, for targets that state none
     described_at: str | None = None  # "module:DICT" whose DICT[name] states the description
+    base: str | None = None  # a composition's base entry: its target is called as target(base class, name)
 
     @property
     def description(self) -> str:
@@ -76,12 +77,33 @@ def static_description(target: str, name: str) -> str:
 
 
 def load_target(target: str, what: str) -> Any:
-    module_name, _, attr = target.partition(":")
+    module_name, _, attr = target.rpartition(":") if ".py:" in target else target.partition(":")  # path.py:Class
     try:
-        module = importlib.import_module(module_name)
+        module = import_file(Path(module_name)) if module_name.endswith(".py") else importlib.import_module(module_name)
         return getattr(module, attr) if attr else module
     except Exception as exc:  # a plugin may fail in any way while importing
         raise FssbenchError(f"{what} could not be loaded from {target!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def import_file(path: Path) -> Any:
+    """The module of a .py file (a method run as `--method path/to/file.py:Class`, without packaging),
+    imported from its path under the name `fssbench_local_<stem>`, which it alone holds in sys.modules, so
+    that provenance finds its source (its sha256 is part of the run's identity)."""
+    import sys
+
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    name = f"fssbench_local_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def unknown_name_error(kind: str, name: str, known: list[str]) -> UsageError:
@@ -100,6 +122,7 @@ class Registry:
         self._loaded: dict[str, Any] = {}
         self._plugins_scanned = entry_point_group is None
         self._lock = threading.RLock()
+        self._compositions: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # prefix -> target, description, listed
 
     def register(self, name: str, target: str, description: str | None = None, origin: str = "built-in",
                  described_at: str | None = None) -> None:
@@ -113,26 +136,48 @@ class Registry:
                 )
             self._entries[name] = Entry(name, target, origin, description, described_at)
 
+    def register_composition(self, prefix: str, target: str, description: str, listed: tuple[str, ...] = ()) -> None:
+        """Names `<prefix><base>` resolve for any entry `base` (itself possibly composed): `target(base class,
+        name)` builds the class at lookup. `listed` bases are shown by entries(); every other base resolves too."""
+        with self._lock:
+            self._compositions[prefix] = (target, description, listed)
+
+    def _composed(self, name: str) -> Entry | None:
+        for prefix, (target, description, _) in self._compositions.items():
+            if name.startswith(prefix) and len(name) > len(prefix):
+                base = self.entry(name[len(prefix):])
+                return Entry(name, target, base.origin, f"{description} {base.name}: {base.description}",
+                             base=base.name)
+        return None
+
     def entries(self) -> list[Entry]:
         self._scan_plugins()
-        return [self._entries[name] for name in sorted(self._entries)]
+        composed = [self._composed(prefix + base) for prefix, (_, _, listed) in self._compositions.items()
+                    for base in listed]
+        return sorted([*self._entries.values(), *composed], key=lambda entry: entry.name)
 
     def names(self) -> list[str]:
         return [entry.name for entry in self.entries()]
 
     def entry(self, name: str) -> Entry:
         self._scan_plugins()
-        try:
+        if name in self._entries:
             return self._entries[name]
-        except KeyError:
-            raise unknown_name_error(self.kind, name, self.names()) from None
+        try:
+            composed = self._composed(name)
+        except UsageError:  # the base is unknown: name the whole name
+            composed = None
+        if composed is None:
+            raise unknown_name_error(self.kind, name, self.names())
+        return composed
 
     def get(self, name: str) -> Any:
         entry = self.entry(name)
         with self._lock:
             if name not in self._loaded:
                 what = f"{self.kind} {name!r} ({entry.origin})"
-                self._loaded[name] = load_target(entry.target, what)
+                target = load_target(entry.target, what)
+                self._loaded[name] = target(self.get(entry.base), name) if entry.base else target
             return self._loaded[name]
 
     def _scan_plugins(self) -> None:
@@ -258,6 +303,17 @@ methods.register("gsm+protonet", "fssbench.adapters.gsm:GsmProtoNetAdapter")
 methods.register("gsm+affinity-sam", "fssbench.adapters.gsm:GsmAffinitySamAdapter")
 methods.register("diffews", "fssbench.adapters.diffews:DiffewsAdapter")
 methods.register("diffup", "fssbench.adapters.diffup.adapter:DiffUpAdapter")
+methods.register("gfss-learner", "fssbench.adapters.gfss_learner.adapter:GfssLearnerAdapter")
+methods.register("syn4seg", "fssbench.adapters.syn4seg.adapter:Syn4SegAdapter")
+methods.register_composition("aligndiff+", "fssbench.adapters.aligndiff.adapter:compose",
+                             "AlignDiff: 1 real + N synthetic supports (any FSS method X as aligndiff+X) for",
+                             listed=("protonet", "gsm+protonet", "affinity-sam", "diffews", "diffup"))
+
+# Image sources of the synthesis layer (AlignDiff, Syn4Seg): name -> an ImageSource class
+sources = Registry("image source")
+sources.register("diffusers", "fssbench.adapters.synthesis.diffusers_source:DiffusersSource")
+sources.register("folder", "fssbench.adapters.synthesis.folder:FolderSource")
+sources.register("demo", "fssbench.protocols.demo_synthesis:DemoSource")
 
 datasets = Registry("dataset")
 datasets.register("demo", "fssbench.protocols.demo:DemoDataset",
@@ -320,6 +376,7 @@ tasks.register("gfss", "fssbench.harness.gfss:GfssTask", "generalized FSS over b
 # `fssbench.commands` (e.g. `"train mymethod" = "mypackage.cli:train"`).
 commands = Registry("command", "fssbench.commands")
 commands.register("train diffup", "fssbench.adapters.diffup.commands:train_diffup_command")
+commands.register("train gfss-learner", "fssbench.adapters.gfss_learner.commands:train_gfss_learner_command")
 commands.register("data prepare", "fssbench.protocols.commands:prepare_data_command")
 
 

@@ -4,7 +4,9 @@ leaderboard's columns share.
 Two runs are comparable when both are complete, ran the same protocol (its sha256: dataset, task,
 shot, sampling rules, resolution), were scored at the same evaluation resolution and on the same
 episode manifests, fold by fold. A leaderboard column also holds runs of different folds, so there
-only the folds both ran must agree (`shared_folds_only`).
+only the folds both ran must agree (`shared_folds_only`), and runs of different episode seeds, whose
+manifests differ by design (the seed draws the episodes): there the manifests must agree only between
+runs of the same seed (`across_seeds`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ class Incomparability:
     reason: str
 
 
-def incomparability(a: RunRecord, b: RunRecord, shared_folds_only: bool = False) -> Incomparability | None:
+def incomparability(a: RunRecord, b: RunRecord, shared_folds_only: bool = False,
+                    across_seeds: bool = False) -> Incomparability | None:
     """Why runs `a` and `b` cannot be compared, or None when they can."""
     for record in (a, b):
         if record.status != "complete":
@@ -34,6 +37,8 @@ def incomparability(a: RunRecord, b: RunRecord, shared_folds_only: bool = False)
     if a.evaluation_resolution != b.evaluation_resolution:
         return Incomparability("evaluation resolution", f"different evaluation resolutions: "
                                                         f"{a.evaluation_resolution} vs {b.evaluation_resolution}")
+    if across_seeds and a.seed != b.seed:
+        return None
     ours, theirs = a.manifests(), b.manifests()
     folds = sorted(ours.keys() & theirs.keys()) if shared_folds_only else sorted(ours.keys() | theirs.keys())
     for fold in folds:

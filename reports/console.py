@@ -1,8 +1,11 @@
 """A run record as a rich table for the terminal: a row per fold and the mean, a column per metric the
-run's task declares (FSS: mIoU with its 95% interval, FB-IoU; GFSS: base, novel, mean, harmonic)."""
+run's task declares (FSS: mIoU with its 95% interval, FB-IoU; GFSS: base, novel, mean, harmonic).
+Rich reads square brackets as markup: every text that comes from the record (method and option labels,
+protocol, metric labels, ids) is escaped, so `colorproto [config=tiny]` shows as written."""
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from fssbench.harness.record import FssFoldResult, GfssFoldResult, MetricValue, RunRecord
@@ -22,12 +25,12 @@ def run_summary(record: RunRecord) -> Table:
     title = f"{method_label(record)}{backbone} on {record.protocol} ({record.evaluation_resolution}, seed {record.seed})"
     if record.timing_only:
         title += "  [timing only: random-init weights]"
-    table = Table(title=title)
+    table = Table(title=escape(title))
     metrics = _shown(record.metrics)
     gfss = record.task == "gfss"
     columns = ["fold"]
     for metric in metrics:
-        columns += [metric.label] + (["95% CI"] if metric.ci95 is not None else [])
+        columns += [escape(metric.label)] + (["95% CI"] if metric.ci95 is not None else [])
     columns += ["runs", "queries"] if gfss else ["episodes"]
     for column in [*columns, "manifest"]:
         table.add_column(column, justify="right")
@@ -45,7 +48,7 @@ def run_summary(record: RunRecord) -> Table:
         for metric in metrics:
             means += [_fmt(metric.value)] + ([_interval(metric.ci95)] if metric.ci95 is not None else [])
         table.add_row("mean", *means, *[""] * (len(columns) - 1 - len(means)), "", style="bold")
-    table.caption = _timing_caption(record)
+    table.caption = escape(_timing_caption(record))
     return table
 
 

@@ -5,7 +5,7 @@ summaries, and sealed, so they are what `fssbench eval` would write for such sco
 
 import numpy as np
 
-from fssbench.harness.record import (DatasetInfo, Environment, FssFoldResult, GfssFoldResult, GfssRunResult, Memory,
+from fssbench.harness.record import (Cost, DatasetInfo, Environment, FssFoldResult, GfssFoldResult, GfssRunResult, Memory,
                                      PhaseStats, RunRecord, Timing)
 
 CLASSES = {0: (0, 1, 2, 3), 1: (4, 5, 6, 7)}
@@ -53,6 +53,7 @@ def _record(run_id, method, task, results, metrics, shot, folds, seed, compute_m
                       compute_ms=PhaseStats(median=compute_ms, iqr=5.0, p95=compute_ms * 1.2), scoring_ms=stats,
                       episodes_per_s=1000 / (compute_ms + 10), s_per_episode=compute_ms / 1000 + 0.01,
                       memory=Memory(kind="cpu-peak-rss", peak_memory_mb=512.0)),
+        cost=Cost(cpu_s=sum(r.episodes for r in results) * (compute_ms / 1000 + 0.01)),
         environment=Environment(fssbench="0.0-test", git_sha=None, python="3.11", platform="test", torch="2",
                                 numpy="2", pillow="10", cuda=None, cudnn=None, device="cpu", device_name=device,
                                 torch_threads=1, cudnn_benchmark=False, tf32_matmul=False, tf32_cudnn=False),

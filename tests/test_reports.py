@@ -69,18 +69,17 @@ def test_leaderboard_csv_matches_the_golden_file_and_loads_with_typed_columns(tm
 def test_runs_on_different_manifests_never_share_a_column():
     tables = build_tables(board_records())
     assert len(tables) == 2 and "[other manifests #2]" in tables[1].title
-    assert [key[0] for key in tables[1].rows] == ["protonet"]
+    assert [key[0] for key in tables[1].cells] == ["protonet"]
 
 
 def test_tables_are_keyed_by_the_settings_values_not_by_title_prefixes():
-    # "seed 1" is a prefix of "seed 10": a seed-1 run after a seed-10 run used to become "[other manifests #2]"
+    # the seed is no part of the setting (seeds aggregate, tests/test_seeds.py); the episode cap is
     seed10 = make_record("s10", "protonet", 0.5, seed=10, manifest_tag="s10", finished="2026-01-01T00:00:00+00:00")
     seed1 = make_record("s1", "protonet", 0.5, seed=1, manifest_tag="s1", finished="2026-01-02T00:00:00+00:00")
     capped = with_changes(make_record("c", "protonet", 0.5, seed=1, manifest_tag="c"), episodes_cap=10)
     titles = [table.title for table in build_tables([seed10, seed1, capped])]
-    assert titles == ["toy (fss), 400x400 (squash), mask supports, seed 10",
-                      "toy (fss), 400x400 (squash), mask supports, seed 1",
-                      "toy (fss), 400x400 (squash), mask supports, seed 1, first 10 episodes/fold"]
+    assert titles == ["toy (fss), 400x400 (squash), mask supports, folds 0-1, seeds 1, 10",
+                      "toy (fss), 400x400 (squash), mask supports, folds 0-1, seed 1, first 10 episodes/fold"]
 
 
 def test_a_changed_protocol_on_the_same_manifests_gets_a_table_labelled_as_such():
@@ -94,16 +93,16 @@ def test_an_ablation_gets_a_row_of_its_own_named_by_its_changed_options():
     records = [make_record("g1", "gsm+protonet", 0.5), with_changes(make_record("g2", "gsm+protonet", 0.4),
                                                                     variant="qsm=off")]
     [table] = build_tables(records)
-    assert sorted(key[0] for key in table.rows) == ["gsm+protonet", "gsm+protonet [qsm=off]"]
+    assert sorted(key[0] for key in table.cells) == ["gsm+protonet", "gsm+protonet [qsm=off]"]
 
 
 def test_gfss_leaderboard_columns_come_from_the_declared_metrics():
     record = make_gfss_record("g", "diam", 0.8)
     markdown = to_markdown(build_tables([record]))
-    assert "| 1-shot fold0 | 1-shot fold1 | 1-shot base | novel | mean | harmonic | s/query | peak MB |" in markdown
+    assert "| 1-shot fold0 | 1-shot fold1 | 1-shot base | novel | mean | harmonic | s/query | peak MB | cost s |" in markdown
     assert "95% CI" not in markdown.split("\n\n")[0]
     frame = pd.read_csv(io.StringIO(to_csv(build_tables([record]))))
-    assert list(frame.columns[7:-3]) == ["fold0", "fold1", "mean_miou", "base_miou", "novel_miou", "harmonic_miou"]
+    assert list(frame.columns[8:-4]) == ["fold0", "fold1", "base_miou", "novel_miou", "mean_miou", "harmonic_miou"]
     assert frame["mean_miou"][0] == pytest.approx(record.primary.value, abs=1e-4)
 
 
@@ -192,15 +191,109 @@ def test_compare_paired_and_slowdown(cli, record_files):
     assert paired.code == 0 and json.loads(paired.stdout)["paired"]["ci95"][1] < 0
     worse = make_record("worse", "protonet", 0.3)
     assert cli("compare", record_files(base), record_files(worse), "--paired").code == 1
-    slow_timing = base.timing.model_copy(update={"compute_ms": base.timing.compute_ms.model_copy(update={"median": 130.0})})
-    slow = with_changes(base, run_id="slow", timing=slow_timing)
-    assert cli("compare", record_files(base), record_files(slow), "--max-slowdown", "20").code == 1
-    assert cli("compare", record_files(base), record_files(slow), "--max-slowdown", "40").code == 0
-    elsewhere = with_changes(slow, run_id="elsewhere",
-                             environment=slow.environment.model_copy(update={"device_name": "Other GPU"}))
-    assert cli("compare", record_files(base), record_files(elsewhere), "--max-slowdown", "40").code == 3
     timing_only = make_record("t", "protonet", 0.0, timing_only=True)
     assert cli("compare", record_files(base), record_files(timing_only)).code == 3
+
+
+# --- timing verdicts: per-episode distributions, refused when they cannot tell ---
+
+STEADY = np.random.default_rng(0).normal(100, 4, 80)  # ms per timed episode: IQR / median about 0.05
+
+
+def timing_verdict(baseline_ms, current_ms, max_slowdown=20.0, current_changes=None, **limits):
+    base = make_record("base", "protonet", 0.5)
+    current = with_changes(base, run_id="current", **(current_changes or {}))
+    return compare_records(base, current, 0.5, max_slowdown, False, {"base": baseline_ms, "current": current_ms},
+                           **limits)
+
+
+def test_a_clear_slowdown_fails_and_equal_timings_pass():
+    slower = np.random.default_rng(1).normal(130, 5, 80)
+    verdict = timing_verdict(STEADY, slower)
+    assert verdict.exit_code == REGRESSION and 25 < verdict.slowdown_pct < 35
+    low, high = verdict.slowdown_ci95
+    assert 20 < low < verdict.slowdown_pct < high and "lies above the tolerated 20%" in verdict.reasons[0]
+    assert verdict.baseline_compute_ms == pytest.approx(np.median(STEADY))
+    assert timing_verdict(STEADY, slower, max_slowdown=40).exit_code == PASS  # within tolerance
+    same = timing_verdict(STEADY, STEADY.copy())
+    assert same.exit_code == PASS and same.slowdown_pct == 0 and same.slowdown_ci95[0] < 0 < same.slowdown_ci95[1]
+    assert timing_verdict(STEADY, slower) == verdict  # the bootstrap is seeded
+
+
+def test_median_ratio_interval_on_a_known_answer():
+    from fssbench.harness.statistics import median_ratio_interval
+
+    assert median_ratio_interval([100.0] * 20, [150.0] * 20) == (1.5, (1.5, 1.5))
+    ratio, (low, high) = median_ratio_interval([1.0, 2.0, 3.0] * 10, [2.0, 4.0, 6.0] * 10)
+    assert ratio == 2.0 and low <= 2.0 <= high
+
+
+def test_no_timing_verdict_on_noisy_timings_a_busy_machine_or_missing_ones():
+    noisy = np.random.default_rng(2).lognormal(np.log(130), 0.6, 80)  # IQR / median about 0.8
+    verdict = timing_verdict(STEADY, noisy)
+    assert verdict.exit_code == INCOMPARABLE and "run current's compute times are too spread out" in verdict.reasons[0]
+    assert timing_verdict(STEADY, noisy, max_spread=2.0).exit_code in (PASS, REGRESSION)
+
+    def loaded(start=None, end=None, cpus=2, threads=2):
+        def load(averages):
+            return None if averages is None else dict(zip(("one_minute", "five_minutes", "fifteen_minutes"), averages))
+
+        environment = {**make_record("x", "p", 0.5).environment.model_dump(), "cpu_count": cpus,
+                       "torch_threads": threads, "load_at_start": load(start), "load_at_end": load(end)}
+        return {"environment": environment}
+
+    busy = timing_verdict(STEADY, STEADY, current_changes=loaded(start=[3.0, 2.0, 1.0]))
+    assert busy.exit_code == INCOMPARABLE and "the machine was busy during run current" in busy.reasons[0]
+    assert "load average 3.00 on 2 CPUs at its start" in busy.reasons[0]
+    # at the end the run's own two threads are part of the load: 2.4 - 2 on 2 CPUs is 0.2 per CPU
+    assert timing_verdict(STEADY, STEADY, current_changes=loaded(start=[0.2] * 3, end=[2.4] * 3)).exit_code == PASS
+    late = timing_verdict(STEADY, STEADY, current_changes=loaded(end=[4.0, 3.0, 1.0]))
+    assert late.exit_code == INCOMPARABLE and "2 of it the run's own threads" in late.reasons[0]
+    assert timing_verdict(STEADY, STEADY, current_changes=loaded(end=[4.0] * 3), max_load=1.5).exit_code == PASS
+
+    few = timing_verdict(STEADY, STEADY[:5])
+    assert few.exit_code == INCOMPARABLE and "timed 5 episodes, fewer than the 10" in few.reasons[0]
+    base = make_record("base", "protonet", 0.5)
+    missing = compare_records(base, base, 0.5, 20.0, False)
+    assert missing.exit_code == INCOMPARABLE and "per-episode compute times are not at hand" in missing.reasons[0]
+    elsewhere = timing_verdict(STEADY, STEADY, current_changes={"environment": {
+        **base.environment.model_dump(), "device_name": "Other GPU"}})
+    assert elsewhere.exit_code == INCOMPARABLE and "different devices" in elsewhere.reasons[0]
+
+
+def store_with_timings(folder: Path, timings: list) -> None:
+    """A results store holding each (record, per-episode compute times in ms) of `timings`."""
+    with ResultsStore(folder / "fssbench.sqlite") as store:
+        for record, compute_ms in timings:
+            units = [JournaledUnit(0, str(i), {}, (1.0, float(ms), 0.5), i < 2)
+                     for i, ms in enumerate([1000.0, 1000.0, *compute_ms])]  # two slow warm-up episodes left out
+            store.save(record, units)
+
+
+def test_compare_reads_per_episode_timings_from_the_store(cli, tmp_path, record_files):
+    base = make_record("base", "protonet", 0.5)
+    slow, same = with_changes(base, run_id="slow"), with_changes(base, run_id="same")
+    slower = np.random.default_rng(1).normal(130, 5, 60)
+    store_with_timings(tmp_path, [(base, STEADY), (slow, slower), (same, STEADY[::-1])])
+    results = ("--results", str(tmp_path))
+    failed = cli("compare", "base", "slow", "--max-slowdown", "20", *results, "--json")
+    verdict = json.loads(failed.stdout)
+    assert failed.code == 1 and verdict["baseline_compute_ms"] == pytest.approx(np.median(STEADY))
+    assert cli("compare", "base", "same", "--max-slowdown", "20", *results).code == 0
+    assert cli("compare", record_files(base), record_files(slow), "--max-slowdown", "20", *results).code == 1
+    alone = cli("compare", record_files(base), record_files(slow), "--max-slowdown", "20",
+                "--results", str(tmp_path / "elsewhere"))
+    assert alone.code == 3 and "no timing verdict" in alone.stdout and "give --results" in " ".join(alone.stdout.split())
+    edited = with_changes(slow, run_id="slow", command=["edited"])  # the store holds another version of the run
+    assert "holds another version of run slow" in cli("compare", record_files(base), record_files(edited),
+                                                      "--max-slowdown", "20", *results).stdout
+
+
+def test_compare_help_states_the_defaults_of_the_timing_gate(cli):
+    from fssbench.cli.results import DEFAULT_MAX_LOAD, DEFAULT_MAX_SPREAD
+    from fssbench.reports.compare import MAX_LOAD, MAX_SPREAD
+
+    assert (DEFAULT_MAX_SPREAD, DEFAULT_MAX_LOAD) == (MAX_SPREAD, MAX_LOAD)
 
 
 def test_compare_paired_on_generalized_fss_records(cli, record_files):
@@ -406,3 +499,31 @@ def test_runs_leaderboard_and_compare_on_real_runs(cli, tmp_path):
     assert cli("compare", ids["oracle", "demo-5shot"], protonet, "--results", out).code == 3
     assert cli("runs", "show", "nope", "--results", out).code == 2
     assert cli("runs", "list", "--results", str(tmp_path / "empty")).code == 2
+
+
+# --- user text in the terminal: square brackets are not markup ---
+
+
+def test_option_labels_backbones_and_paths_with_brackets_print_as_written(cli, tmp_path, record_files):
+    record = with_changes(make_record("20260101T000000Z-colorproto-demo-1shot-abc123", "colorproto", 0.5,
+                                      protocol="demo-1shot"),
+                          variant="config=tiny", options={"config": "tiny"}, backbone="vit[b]")
+    title = "colorproto [config=tiny] (vit[b]) on demo-1shot (400x400 (squash), seed 0)"
+    assert title in " ".join(rendered(run_summary(record)).split())  # the title wraps at the table's width
+    out = tmp_path / "[config=tiny]"  # a results folder whose name rich would read as a tag
+    with ResultsStore(out / "fssbench.sqlite") as store:
+        store.save(record, [])
+    shown = cli("runs", "show", record.run_id, "--results", str(out))
+    assert shown.code == 0 and title in " ".join(shown.stdout.split())
+    listed = cli("runs", "list", "--results", str(out))
+    header = next(line for line in listed.stdout.splitlines() if "run id" in line)
+    row = next(line for line in listed.stdout.splitlines() if record.run_id in line)
+    assert [cell.strip() for cell in header.split("┃")[1:5]] == ["run id", "method", "options", "backbone"]
+    assert [cell.strip() for cell in row.split("│")[1:5]] == [record.run_id, "colorproto", "config=tiny", "vit[b]"]
+    board = cli("leaderboard", "--results", str(out), "--out", str(out / "board.md"))
+    assert board.code == 0 and f"{out}/board.md" in " ".join(board.stderr.split())
+    assert "| colorproto [config=tiny] | vit[b] |" in (out / "board.md").read_text()
+    other = with_changes(record, run_id="other", protocol="demo[b]", protocol_sha256="f" * 64)
+    compared = cli("compare", record_files(record), record_files(other))
+    assert compared.code == 3 and "different protocols: demo-1shot" in compared.stdout
+    assert "vs demo[b] (ffffffffffff)" in compared.stdout
