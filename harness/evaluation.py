@@ -110,7 +110,12 @@ def run_plan(plan: RunPlan, on_progress: OnProgress | None = None) -> tuple[RunR
             if plan.save_predictions:
                 warn_unsaved(Path(plan.out) / record.predictions, plan.manifests)
         finally:
-            record.method_report = adapter.report()
+            report = adapter.report()  # journaled, so a resumed run that had nothing left to do keeps it
+            if report:
+                record.method_report = report
+                session.journal.set_meta("method_report", record.model_dump(mode="json")["method_report"])
+            else:
+                record.method_report = session.journal.meta("method_report") or {}
             record.loading = Loading(**loader.cache_statistics(), prefetch=plan.prefetch, threads=plan.threads)
     if plan.distributed:
         return merge_ranks(session.record, fold_runs, preparations, plan.task, plan.out)

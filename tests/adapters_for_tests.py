@@ -103,3 +103,18 @@ class PerShotOracle(_Base):
 
     def predict(self, batch):
         return batch.query_masks[:, None].expand(-1, batch.support_images.shape[1], -1, -1)
+
+
+class Reporting(_Base):
+    """Reports how many batches this process predicted, and nothing when it predicted none."""
+
+    def __init__(self, options=None, backbone=None):
+        super().__init__(options, backbone)
+        self.batches = 0
+
+    def predict(self, batch):
+        self.batches += 1
+        return (batch.query_images[:, 1] > 0.45).float()
+
+    def report(self):
+        return {"batches": self.batches} if self.batches else {}

@@ -115,10 +115,10 @@ def test_demo_source_end_to_end_with_real_lite0_features_and_a_cached_second_run
     record = run_eval(cli, tmp_path / "a", *options)
     report = record["method_report"]
     assert record["status"] == "complete" and report["support_set"] == "1R+3S"
-    assert report["store"]["made"] == 3 and report["samples_used"] == 3  # the 2 episodes share class 0's samples
+    assert report["store"]["made"] == 6 and report["samples_used"] == 6  # episodes 0 and 1: classes 0 and 1, 3 each
     assert {"coarse", "fss_only", "algorithm1"} <= set(report["mask_quality"])
     assert report["mask_quality"]["coarse"]["samples"] == 6
-    assert report["cost"]["generation"]["items"] == 3 and report["cost"]["mask_generation"]["items"] == 6
+    assert report["cost"]["generation"]["items"] == 6 and report["cost"]["mask_generation"]["items"] == 6
     assert "aligndiff" in record["code"]["adapter"] and "protonet" in record["code"]["adapter"]
     again = run_eval(cli, tmp_path / "b", *options)
     assert again["method_report"]["store"]["made"] == 0 and again["method_report"]["store"]["hits"] == 6

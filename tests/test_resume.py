@@ -116,3 +116,12 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(tmp_path):
     [record_file] = (out / "runs").glob("*.json")
     record = json.loads(record_file.read_text())
     assert record["status"] == "interrupted" and journaled(out) < 1000
+
+
+def test_a_resumed_run_with_nothing_left_to_compute_keeps_the_method_report(tmp_path):
+    registry.methods.register("test-Reporting", "adapters_for_tests:Reporting", "test adapter")
+    request = EvalRequest(method="test-Reporting", protocol="demo-1shot", fold="0", episodes=3, out=tmp_path)
+    first, _ = evaluated(request)
+    again, _ = evaluated(request)
+    assert first["method_report"] == {"batches": 3}
+    assert again["resumed_episodes"] == 3 and again["method_report"] == {"batches": 3}

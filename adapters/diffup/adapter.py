@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fssbench.harness.contract import EpisodeBatch, FssAdapter, SetupContext, WeightSpec
-from fssbench.adapters.backbones import BACKBONES, build_backbone, efficientnet_lite_weights
+from fssbench.adapters.backbones import BACKBONES, build_backbone, packaged_backbone_weights
 from fssbench.adapters.diffup.checkpoint import TRAIN_COMMAND, decoder_from, load_checkpoint
 from fssbench.adapters.diffup.config import resolve_config
 from fssbench.adapters.diffup.diffusion import Diffusion
@@ -53,9 +53,7 @@ class DiffUpAdapter(FssAdapter):
     backbones = tuple(BACKBONES)
 
     def packaged_weights(self) -> dict[str, Path]:
-        if self.backbone_name.startswith("efficientnet-lite"):
-            return {self.backbone_name: efficientnet_lite_weights(int(self.backbone_name[-1]))}
-        return {}
+        return packaged_backbone_weights(self.backbone_name)
 
     def setup(self, context: SetupContext) -> None:
         self.device = context.device

@@ -20,23 +20,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sys
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fssbench.adapters.backbones import build_backbone
-from fssbench.adapters.diffup.checkpoint import load_checkpoint, save_checkpoint
+from fssbench.adapters.diffup.checkpoint import CHECKPOINTS, save_checkpoint
 from fssbench.adapters.diffup.config import PRIOR_LAYERS, DiffUpConfig, resolve_config
 from fssbench.adapters.diffup.diffusion import Diffusion
 from fssbench.adapters.diffup.priors import Conditions, build_conditions, resize
 from fssbench.adapters.diffup.unet import UQDD
+from fssbench.adapters.training import restore, training_progress
 from fssbench.harness.datasets import DatasetReader
 from fssbench.harness.errors import DataError, UsageError
 from fssbench.harness.loading import EpisodeLoader
@@ -197,7 +195,7 @@ def train_diffup(reader: DatasetReader, fold: int, folds: Sequence[int], backbon
     torch.manual_seed(seed)  # the decoder's initial weights
     decoder = UQDD(config).to(run_device)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.learning_rate)
-    start = _restore(out, resume, identity, decoder, optimizer)
+    start = restore(CHECKPOINTS, out, resume, identity, {"decoder": decoder}, optimizer)
     annotations = VISUAL_ANNOTATIONS + (("text",) if features.has_text_tower else ())
     loader = EpisodeLoader(reader, config.image_size, "mask", seed)
     diffusion = Diffusion(config.timesteps, config.prediction)
@@ -232,54 +230,3 @@ def train_step(features: torch.nn.Module | FeatureCache, decoder: UQDD, optimize
     losses.total.backward()
     optimizer.step()
     return losses
-
-
-def _restore(out: Path, resume: bool, identity: dict, decoder: UQDD, optimizer: torch.optim.Optimizer) -> int:
-    """The step to start from: that of the checkpoint at `out` when resuming, else 0."""
-    if not out.exists():
-        return 0
-    if not resume:
-        raise UsageError(f"{out} exists; pass --resume to continue that training or choose another --out")
-    contents = load_checkpoint(out)
-    differing = [key for key, value in identity.items() if contents.get(key) != value]
-    if differing:
-        raise UsageError(f"{out} was trained with other settings ({', '.join(differing)}: "
-                         f"{', '.join(repr(contents.get(key)) for key in differing)}); resume it with the same "
-                         "settings or train into another --out")
-    decoder.load_state_dict(contents["decoder"])
-    optimizer.load_state_dict(contents["optimizer"])
-    return contents["step"]
-
-
-@contextmanager
-def training_progress(label: str, total: int, done: int) -> Iterator[Callable[[float], None]]:
-    """Yields `advance(loss)`: a rich bar (steps, ETA, loss) on a terminal, else a line every tenth."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        yield _log_lines(label, total, done)
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-               TextColumn("loss {task.fields[loss]}"))
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task(label, total=total, completed=done, loss="--")
-        yield lambda loss: progress.update(task, advance=1, loss=f"{loss:.4f}")
-
-
-def _log_lines(label: str, total: int, done: int) -> Callable[[float], None]:
-    started, first = time.perf_counter(), done
-    every = max(total // 10, 1)
-    if done:
-        print(f"{label}: resuming at step {done}/{total}", file=sys.stderr, flush=True)
-
-    def advance(loss: float) -> None:
-        nonlocal done
-        done += 1
-        if done % every == 0 or done == total:
-            rate = (done - first) / (time.perf_counter() - started)
-            print(f"{label}: step {done}/{total}, {rate:.2f} steps/s, ETA {(total - done) / rate:.0f} s, "
-                  f"loss {loss:.4f}", file=sys.stderr, flush=True)
-
-    return advance

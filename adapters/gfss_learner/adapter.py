@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fssbench.adapters.backbones import BACKBONES, build_backbone, efficientnet_lite_weights
+from fssbench.adapters.backbones import BACKBONES, build_backbone, packaged_backbone_weights
 from fssbench.adapters.gfss_learner.calibration import calibrate
 from fssbench.adapters.gfss_learner.checkpoint import TRAIN_COMMAND, head_from, load_checkpoint
 from fssbench.adapters.gfss_learner.config import DEFAULT
@@ -53,9 +53,7 @@ class GfssLearnerAdapter(GfssAdapter):
     backbones = tuple(BACKBONES)
 
     def packaged_weights(self) -> dict[str, Path]:
-        if self.backbone_name.startswith("efficientnet-lite"):
-            return {self.backbone_name: efficientnet_lite_weights(int(self.backbone_name[-1]))}
-        return {}
+        return packaged_backbone_weights(self.backbone_name)
 
     def setup(self, context: SetupContext) -> None:
         if self.options["cache"] < 0:

@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 
 from fssbench.adapters.backbones import build_backbone
-from fssbench.adapters.diffup.training import training_progress
-from fssbench.adapters.gfss_learner.checkpoint import load_checkpoint, save_checkpoint
+from fssbench.adapters.gfss_learner.checkpoint import CHECKPOINTS, save_checkpoint
 from fssbench.adapters.gfss_learner.config import DEFAULT, GfssLearnerConfig
 from fssbench.adapters.gfss_learner.model import GfssHead
+from fssbench.adapters.training import restore, training_progress
 from fssbench.harness.contract import IGNORE_LABEL, GfssLabelSpace
 from fssbench.harness.datasets import DatasetReader
 from fssbench.harness.errors import DataError, UsageError
@@ -144,7 +144,10 @@ class TrainingData:
                 layers = self.backbone(image[None].to(self.device).float().div_(255))
             if self.cache is not None:
                 self.cache[key] = layers
-        return layers, label_indices(self.loader, label, self.space)
+        target = label_indices(self.loader, label, self.space)
+        if source == "base":  # DIaM's base training: a class the extra samples add is background in base images
+            target = torch.where((target > len(self.space.base)) & (target != IGNORE_LABEL), 0, target)
+        return layers, target
 
     def batch(self, draws: list[tuple[str, int]], flips: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
         items = [self.item(source, index) for source, index in draws]
@@ -197,7 +200,7 @@ def train_gfss_learner(reader: DatasetReader, fold: int, folds: Sequence[int], b
     torch.manual_seed(seed)  # the head's initial weights
     head = GfssHead(sum(features.channels), space.size, config).to(run_device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    start = _restore(out, resume, identity, head, optimizer)
+    start = restore(CHECKPOINTS, out, resume, identity, {"head": head}, optimizer)
     data = TrainingData(loader, base_images, extra, space, features, backbone, config, run_device, feature_cache)
 
     def save(step: int) -> None:
@@ -224,20 +227,3 @@ def train_step(head: GfssHead, optimizer: torch.optim.Optimizer, layers: list[to
     loss.backward()
     optimizer.step()
     return loss.item()
-
-
-def _restore(out: Path, resume: bool, identity: dict, head: GfssHead, optimizer: torch.optim.Optimizer) -> int:
-    """The step to start from: that of the checkpoint at `out` when resuming, else 0."""
-    if not out.exists():
-        return 0
-    if not resume:
-        raise UsageError(f"{out} exists; pass --resume to continue that training or choose another --out")
-    contents = load_checkpoint(out)
-    differing = [key for key, value in identity.items() if contents.get(key) != value]
-    if differing:
-        raise UsageError(f"{out} was trained with other settings ({', '.join(differing)}: "
-                         f"{', '.join(repr(contents.get(key)) for key in differing)}); resume it with the same "
-                         "settings or train into another --out")
-    head.load_state_dict(contents["head"])
-    optimizer.load_state_dict(contents["optimizer"])
-    return contents["step"]

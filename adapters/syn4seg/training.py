@@ -29,22 +29,12 @@ from fssbench.adapters.gfss_learner.model import GfssHead
 from fssbench.adapters.gfss_learner.training import (FeatureCache, TrainingData, TrainingSample, base_training_images,
                                                      draw_batch, samples_sha256, train_step)
 from fssbench.harness.cache import cache_dir
-from fssbench.harness.contract import IGNORE_LABEL, GfssLabelSpace
+from fssbench.harness.contract import GfssLabelSpace
 from fssbench.harness.datasets import DatasetReader
 from fssbench.harness.errors import UsageError
 from fssbench.harness.image_sources import canonical_sha256, tensor_sha256
 from fssbench.harness.journal import RunWarning
 from fssbench.harness.loading import EpisodeLoader
-
-
-class BaseAsTrained(TrainingData):
-    """TrainingData whose base images keep DIaM's base-training labels: novel-class pixels are background."""
-
-    def item(self, source: str, index: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        layers, target = super().item(source, index)
-        if source == "base":
-            target = torch.where((target > len(self.space.base)) & (target != IGNORE_LABEL), 0, target)
-        return layers, target
 
 
 def fold_of(reader: DatasetReader, folds: Sequence[int], space: GfssLabelSpace) -> int:
@@ -91,7 +81,7 @@ def train_final_head(reader: DatasetReader, folds: Sequence[int], space: GfssLab
         head.embed.load_state_dict(base_head.embed.state_dict())
         head.classifier.copy_(torch.cat([base_head.classifier.detach(), novel_rows.detach()]))
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    data = BaseAsTrained(loader, base_images, samples, space, backbone, backbone_name, config, device, cache)
+    data = TrainingData(loader, base_images, samples, space, backbone, backbone_name, config, device, cache)
     head.train()
     steps, ratio = int(options["train_steps"]), float(options["ratio"])
     for step in range(steps):

@@ -61,7 +61,7 @@ class FolderSource(ImageSource):
         images = self.images(request.class_name)
         if request.seed >= len(images):
             raise UsageError(f"folder image source: {self.root / request.class_name} holds {len(images)} images; "
-                             f"sample {request.seed} was asked for (lower n_samples or add images)")
+                             f"sample {request.seed} was asked for (ask the method for fewer samples or add images)")
         path = images[request.seed]
         with open_image(path) as image:
             rgb = np.asarray(image.convert("RGB")).copy()
