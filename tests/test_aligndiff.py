@@ -50,11 +50,11 @@ def test_algorithm1_moves_exactly_the_samples_over_alpha():
     assert result.accepted.tolist() == [True, False, True, False]
     torch.testing.assert_close(result.ious, torch.tensor([1.0, 0.5, 0.75, 0.0]))
     assert calls == [(1, [0, 1, 2, 3]), (3, [1, 3])]  # re-conditioned on 1 real + the 2 moved samples
-    assert torch.equal(result.masks[[0, 2]], coarse[[0, 2]])  # moved with their coarse masks
+    torch.testing.assert_close(result.masks[[0, 2]], coarse[[0, 2]], rtol=0, atol=0)  # moved with their coarse masks
     assert result.masks[[1, 3]].all()  # the rest re-estimated
     calls.clear()
     prediction_kept = align_masks(real_images, real_masks, images, coarse, segment, 0.75, "prediction")
-    assert torch.equal(prediction_kept.masks[2], first[2])  # the authors' code keeps the FSS prediction
+    torch.testing.assert_close(prediction_kept.masks[2], first[2], rtol=0, atol=0)  # the authors' code keeps the FSS prediction
 
 
 def test_aligndiff_composes_with_any_registered_fss_method():
