@@ -23,7 +23,7 @@ from fssbench.harness.predictions import PredictionWriter, predictions_folder, w
 from fssbench.harness.prefetch import DEFAULT_DEPTH
 from fssbench.harness.provenance import code_identity
 from fssbench.harness.record import DatasetInfo, Loading, RunRecord, environment, new_run_id, utc_now
-from fssbench.harness.runner import run_fold
+from fssbench.harness.runner import restore, run_fold
 from fssbench.harness.session import RunSession
 from fssbench.harness.shards import Shard, merge_ranks, sharded
 from fssbench.harness.specs import ProtocolSpec
@@ -100,7 +100,10 @@ def run_plan(plan: RunPlan, on_progress: OnProgress | None = None) -> tuple[RunR
         try:
             for fold, manifest in plan.manifests.items():
                 session.journal.bind_manifest(fold, manifest.sha256)
-                fold_run = fold_runs[fold] = sharded(plan.task.fold_run(context, manifest), plan.shard)
+                fold_runs[fold] = sharded(plan.task.fold_run(context, manifest), plan.shard)
+                restore(fold, fold_runs[fold], session.journal)
+            for fold, manifest in plan.manifests.items():
+                fold_run = fold_runs[fold]
                 progress = (on_progress(fold, len(manifest), session.journal.count(fold)) if on_progress
                             else lambda done, score: None)
                 preparation = run_fold(fold, fold_run, session.journal, plan.device, plan.batch_size,

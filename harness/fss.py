@@ -131,6 +131,9 @@ class FssFoldRun(FoldRun):
     def groups(self) -> Iterable[Group]:
         return [Group(list(self.manifest.episodes))]
 
+    def expect(self, episodes: list[Episode]) -> None:
+        self.context.loader.expect(episodes)
+
     def load(self, episodes: list[Episode]) -> tuple[list[LoadedEpisode], EpisodeBatch]:
         context = self.context
         loaded = [load_episode(context.loader, episode) for episode in episodes]

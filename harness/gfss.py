@@ -100,6 +100,9 @@ class GfssFoldRun(FoldRun):
         with torch.inference_mode():
             context.adapter.adapt(self.space, supports)
 
+    def expect(self, queries: list[Query]) -> None:
+        self.context.loader.expect_images(image for _, _, image in queries)
+
     def load(self, queries: list[Query]) -> tuple[torch.Tensor, torch.Tensor]:
         loader, device = self.context.loader, self.context.device
         decoded = [_decoded(loader, image, f"run {run}, query {index}") for run, index, image in queries]

@@ -1,22 +1,25 @@
 """Loading episodes: each image and label map is decoded and resized once, then kept in a bounded
-least-recently-used cache (`--cache-mb`): at COCO scale, where most images are touched once or twice,
-memory stays within the budget instead of growing with the number of distinct images.
+cache (`--cache-mb`) that knows which images the fold's episodes will still ask for: an image is
+dropped after its last expected use and least-recently-used ones are evicted at the budget, so at COCO
+scale, where most images are touched once, memory holds only the few that will be needed again.
 
 Images are squashed to the evaluation resolution with PIL's bilinear filter (what HSNet's
-torchvision `Resize` does on PIL images); label maps are resized with torch's nearest-neighbour
-interpolation (what HSNet does) before any class is extracted, so resizing commutes with binarizing.
-In original-resolution mode the query's label map is also kept at its original size for scoring.
+torchvision `Resize` does on PIL images); label maps are resized like torch's nearest-neighbour
+interpolation (what HSNet does), by indexing with the same source indices, before any class is
+extracted, so resizing commutes with binarizing. In original-resolution mode the query's label map is
+also kept at its original size for scoring.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Hashable, Iterable, TypeVar
 
 import numpy as np
 import torch
@@ -42,10 +45,34 @@ class LoadedEpisode:
     support_labelled: torch.Tensor  # [K, S, S] bool: pixels the support annotation labels (fg or bg)
 
 
-def read_image(path: Path) -> Image.Image:
+Decoded = TypeVar("Decoded")
+
+
+def read_image(path: Path, then: Callable[[Image.Image], Decoded] = Image.Image.copy) -> Decoded:
+    """`then(image)` on the decoded image while its file is open (by default a copy that outlives it);
+    a missing or corrupt file raises a DataError naming it."""
     with open_image(path) as image:
         image.load()
-        return image.copy()
+        return then(image)
+
+
+def nearest_indices(source: int, target: int) -> np.ndarray:
+    """The source index of each target index under `torch.nn.functional.interpolate(mode="nearest")`,
+    computed as its CPU kernel does (float32 scale, floor, clamp; exact for equal and doubled sizes), so
+    label maps are resized by indexing, without a float copy (tests/test_loading_cache.py compares the two)."""
+    if target == source:
+        return np.arange(target)
+    if target == 2 * source:
+        return np.arange(target) >> 1
+    scale = np.float32(source) / np.float32(target)
+    return np.minimum(np.floor(np.arange(target, dtype=np.float32) * scale).astype(np.int64), source - 1)
+
+
+def resize_nearest(label: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """A label or instance map [H, W] at `size`, as int16, equal to torch's nearest interpolation."""
+    label = np.asarray(label)
+    rows, columns = nearest_indices(label.shape[0], size[0]), nearest_indices(label.shape[1], size[1])
+    return torch.from_numpy(label[rows][:, columns].astype(np.int16))  # rows first: whole-row copies
 
 
 PADDING = -1  # label value of the canvas outside the image in "pad" mode
@@ -73,25 +100,53 @@ Tensors = tuple[torch.Tensor | None, ...]
 
 
 class DecodeCache:
-    """A least-recently-used cache of decoded tensors under a byte budget, safe to share between the
-    loading threads: an entry being decoded by one thread is waited for, never decoded twice at once.
-    Bytes are those of the tensors held; an entry larger than the whole budget is not kept."""
+    """Decoded tensors under a byte budget, safe to share between the loading threads: an entry being
+    decoded by one thread is waited for, never decoded twice at once. Bytes are those of the tensors held;
+    an entry larger than the whole budget is not kept.
+
+    `expect(keys)` announces the uses to come, in order (a key once per use). An entry is then dropped
+    after its last expected use (one expected once is never stored), and at the budget the entry whose
+    next use is farthest goes first (Belady's rule, optimal when the future is known), so the cache
+    holds what will be asked for again soonest; at COCO scale that is little. Keys never announced are
+    evicted before announced ones, least recently used first (the whole rule when nothing is announced)."""
 
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
         self.bytes = self.peak_bytes = 0
         self.hits = self.evictions = 0
         self.misses: Counter[str] = Counter()  # decodes per kind of entry (the key's first part)
-        self._entries: OrderedDict[tuple[str, str], tuple[Tensors, int]] = OrderedDict()
-        self._pending: dict[tuple[str, str], Future] = {}
+        self._entries: OrderedDict[Hashable, tuple[Tensors, int]] = OrderedDict()
+        self._pending: dict[Hashable, Future] = {}
+        self._uses: dict[Hashable, deque[int]] = {}  # positions of the announced uses still to come
+        self._announced = 0
         self._lock = threading.Lock()
+
+    def expect(self, keys: Iterable[Hashable]) -> None:
+        with self._lock:
+            for key in keys:
+                self._uses.setdefault(key, deque()).append(self._announced)
+                self._announced += 1
+
+    def _next_use(self, key: Hashable) -> float:
+        uses = self._uses.get(key)
+        return uses[0] if uses else math.inf
+
+    def _exhausted(self, key: Hashable) -> bool:
+        """Announced, and every announced use has been made."""
+        uses = self._uses.get(key)
+        return uses is not None and not uses
 
     def get(self, key: tuple[str, str], make: Callable[[], Tensors]) -> Tensors:
         with self._lock:
+            if self._uses.get(key):
+                self._uses[key].popleft()
             entry = self._entries.get(key)
             if entry is not None:
-                self._entries.move_to_end(key)
                 self.hits += 1
+                if self._exhausted(key):  # its last announced use
+                    self._remove(key)
+                else:
+                    self._entries.move_to_end(key)
                 return entry[0]
             pending = self._pending.get(key)
             owner = pending is None
@@ -117,15 +172,18 @@ class DecodeCache:
         size = sum(tensor.numel() * tensor.element_size() for tensor in value if tensor is not None)
         with self._lock:
             del self._pending[key]
-            if size > self.budget_bytes:
+            if size > self.budget_bytes or self._exhausted(key):
                 return
-            while self.bytes + size > self.budget_bytes:
-                _, (_, evicted) = self._entries.popitem(last=False)
-                self.bytes -= evicted
-                self.evictions += 1
             self._entries[key] = (value, size)
             self.bytes += size
+            while self.bytes > self.budget_bytes:  # the farthest next use goes (first of equals: the LRU)
+                self._remove(max(self._entries, key=self._next_use))
+                self.evictions += 1
             self.peak_bytes = max(self.peak_bytes, self.bytes)
+
+    def _remove(self, key: Hashable) -> None:
+        _, size = self._entries.pop(key)
+        self.bytes -= size
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -165,31 +223,30 @@ class EpisodeLoader:
     def _decode(self, image_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         image_path = self.reader.image_path(image_id)
         label_path = self.reader.label_path(image_id)
-        image = read_image(image_path)
-        label = self.reader.decode_label(read_image(label_path))
-        if label.ndim != 2 or (self.reader.labels_match_images and label.shape[::-1] != image.size):
+        image, size = read_image(image_path, lambda image: (self._resize_image(image), image.size))
+        label = read_image(label_path, self.reader.decode_label)
+        if label.ndim != 2 or (self.reader.labels_match_images and label.shape[::-1] != size):
             raise DataError(
                 f"{label_path} has shape {label.shape} but its image {image_path} is "
-                f"{image.size[0]}x{image.size[1]}; the label map must be one channel of the same size"
+                f"{size[0]}x{size[1]}; the label map must be one channel of the same size"
             )
         original = torch.from_numpy(np.array(label)).to(torch.int16) if self.original_resolution else None
-        if self.mode == "pad":
-            return self._pad(image.convert("RGB")), self._resize_map(label), original
-        resized = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-        image_tensor = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).contiguous()
-        return image_tensor, self._resize_map(label), original
+        return image, self._resize_map(label), original
 
-    def _resize_label(self, label: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
-        label = torch.from_numpy(np.array(label)).float()
-        return F.interpolate(label[None, None], size or (self.size, self.size), mode="nearest")[0, 0].to(torch.int16)
+    def _resize_image(self, image: Image.Image) -> torch.Tensor:
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        if self.mode == "pad":
+            return self._pad(rgb)
+        resized = np.asarray(rgb.resize((self.size, self.size), Image.BILINEAR))
+        return torch.from_numpy(resized.transpose(2, 0, 1).copy())  # one copy, straight to [3, S, S]
 
     def _resize_map(self, label: np.ndarray) -> torch.Tensor:
         """A label or instance map at the evaluation resolution, squashed or padded like its image."""
         if self.mode != "pad":
-            return self._resize_label(label)
+            return resize_nearest(label, (self.size, self.size))
         height, width = pad_size(*np.shape(label), self.size)
         padded = torch.full((self.size, self.size), PADDING, dtype=torch.int16)
-        padded[:height, :width] = self._resize_label(label, (height, width))
+        padded[:height, :width] = resize_nearest(label, (height, width))
         return padded
 
     def _pad(self, image: Image.Image) -> torch.Tensor:
@@ -217,7 +274,18 @@ class EpisodeLoader:
         path = self.reader.instance_path(image_id)
         if path is None:
             raise DataError(f"box supports need instance maps, and dataset {self.reader.name!r} has none")
-        return self._resize_map(np.asarray(read_image(path)))
+        return self._resize_map(read_image(path, np.asarray))
+
+    def expect(self, episodes: Iterable[Episode]) -> None:
+        """Announce the episodes about to be loaded, so the cache keeps exactly the images they reuse."""
+        instances = needs_instances(self.support)
+        self.cache.expect(key for episode in episodes for key in (
+            ("image", episode.query), *(("image", image) for image in episode.supports),
+            *(("instances", image) for image in episode.supports if instances)))
+
+    def expect_images(self, image_ids: Iterable[str]) -> None:
+        """Announce images (with their label maps) about to be loaded through `decoded_image`."""
+        self.cache.expect(("image", image_id) for image_id in image_ids)
 
     def load(self, episode: Episode) -> LoadedEpisode:
         """One episode's tensors; safe to call from several threads at once (the cache is shared)."""

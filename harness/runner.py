@@ -5,7 +5,8 @@ batch, which background threads load while the adapter runs the batches before i
 under inference mode with the device synchronized around it (timed as compute), check and score
 (timed as scoring), then journal each unit before the next batch starts. A batch's times are shared
 equally by its units. Units already in the journal are restored into the fold's state and not
-recomputed (nor loaded).
+recomputed (nor loaded); the units still to run, of every fold, are announced before the first batch
+loads (`restore`), so loading keeps exactly the images they share.
 """
 
 from __future__ import annotations
@@ -22,11 +23,19 @@ from fssbench.harness.timing import now, synchronize
 Progress = Callable[[int, float | None], None]  # (units done, running headline metric)
 
 
-def run_fold(fold: int, run: FoldRun, journal: Journal, device: torch.device, batch_size: int,
-             is_warmup: Callable[[], bool], progress: Progress, prefetch: int = 0) -> dict[str, float]:
-    """Run (or resume) one fold; return the journaled preparation times (milliseconds by group name)."""
+def restore(fold: int, run: FoldRun, journal: Journal) -> None:
+    """Put the fold's journaled units into its state, then announce the units still to run (`expect`);
+    a run restores every fold before the first one runs, so loading knows every fold's uses."""
     for unit in journal.units(fold):
         run.update(unit.unit, unit.payload)
+    done = run.done()
+    run.expect([unit for group in run.groups() for unit in group.units if run.key(unit) not in done])
+
+
+def run_fold(fold: int, run: FoldRun, journal: Journal, device: torch.device, batch_size: int,
+             is_warmup: Callable[[], bool], progress: Progress, prefetch: int = 0) -> dict[str, float]:
+    """Run one restored fold (`restore`) to its end; return the journaled preparation times
+    (milliseconds by group name)."""
     done = run.done()
     preparation_ms: dict[str, float] = {}
     for group in run.groups():

@@ -73,6 +73,9 @@ class ShardedFoldRun(FoldRun):
     def key(self, unit: Any) -> str:
         return self.run.key(unit)
 
+    def expect(self, units: list[Any]) -> None:
+        self.run.expect(units)
+
     def load(self, units: list[Any]) -> Any:
         return self.run.load(units)
 

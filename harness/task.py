@@ -57,6 +57,10 @@ class FoldRun(ABC):
     @abstractmethod
     def groups(self) -> Iterable[Group]: ...
 
+    def expect(self, units: list[Any]) -> None:
+        """The units about to be loaded, in order, before the first is (the decode cache keeps what they
+        reuse); a run whose loading caches nothing ignores them."""
+
     @abstractmethod
     def load(self, units: list[Any]) -> Any:
         """The batch's inputs on the device (timed as data loading)."""

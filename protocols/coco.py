@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
-
-import torch
+from typing import TYPE_CHECKING
 
 from fssbench.harness.datasets import DatasetReader
 from fssbench.harness.errors import DataError
-from fssbench.protocols.coco_prepare import INSTANCES, LABELS
 from fssbench.protocols.diam import read_diam_list
 from fssbench.protocols.safe_pickle import load_plain_pickle
+
+if TYPE_CHECKING:  # `fssbench episodes` reads the split lists without torch
+    import torch
+
+LABELS = "annotations-pycocotools"  # where `fssbench data prepare coco` writes label maps
+INSTANCES = "instances-pycocotools"  # and instance maps (box supports)
 
 CLASSES = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",

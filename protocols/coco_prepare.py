@@ -20,9 +20,7 @@ from PIL import Image
 from fssbench.harness.errors import DataError
 from fssbench.harness.extras import require
 from fssbench.harness.files import atomic_write
-
-LABELS = "annotations-pycocotools"
-INSTANCES = "instances-pycocotools"
+from fssbench.protocols.coco import INSTANCES, LABELS
 
 
 def prepare_coco_masks(root: Path, split: str = "val2014",

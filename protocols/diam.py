@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
-
 from fssbench.harness.datasets import IGNORE_LABEL, DatasetReader
 from fssbench.harness.episodes import GfssRun
 from fssbench.harness.errors import DataError
@@ -164,6 +162,8 @@ def read_diam_list(path: Path, image_id: Callable[[str], str]) -> list[str]:
 
 def label_areas(reader: DatasetReader, image_id: str) -> dict[int, int]:
     """Pixel count of each label value of an image's label map at its original resolution."""
+    import numpy as np  # here, not with the module: COCO's and PASCAL's readers import this one
+
     with open_image(reader.label_path(image_id)) as image:
         label = reader.decode_label(image)
     counts = np.bincount(np.asarray(label, dtype=np.int64).ravel())

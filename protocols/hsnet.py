@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from fssbench.harness.datasets import DatasetReader
 from fssbench.harness.episodes import Episode
 from fssbench.harness.errors import DataError
+
+if TYPE_CHECKING:  # imported by the samplers when they sample: a cached manifest needs no numpy
+    import numpy as np
+
+
+def hsnet_rng(seed: int) -> np.random.RandomState:
+    """numpy's legacy generator, whose stream after `np.random.seed(seed)` HSNet draws from (numpy is
+    imported here, not with the module: a cached manifest is read without it)."""
+    import numpy as np
+
+    return np.random.RandomState(seed)
 
 
 def draw_supports(rng: np.random.RandomState, pool: list[str], query: str, shot: int) -> tuple[str, ...]:
@@ -40,7 +50,7 @@ def sample_list_episodes(reader: DatasetReader, fold: int, shot: int, seed: int,
     by_class: dict[int, list[str]] = {}
     for image, class_id in pairs:
         by_class.setdefault(class_id, []).append(image)
-    rng = np.random.RandomState(seed)
+    rng = hsnet_rng(seed)
     manifest = []
     for index in range(episodes):
         query, class_id = pairs[index % len(pairs)]
@@ -71,6 +81,8 @@ def read_list_lines(path: Path) -> list[str]:
 
 def _images_by_class(pairs: list[tuple[str, int]]) -> dict[int, np.ndarray]:
     """Each class's images in list order (arrays: `choice` would convert a list on every call)."""
+    import numpy as np
+
     grouped: dict[int, list[str]] = {}
     for image, class_id in pairs:
         grouped.setdefault(class_id, []).append(image)
@@ -88,7 +100,7 @@ def sample_class_episodes(reader: DatasetReader, fold: int, shot: int, seed: int
     if empty:
         files = ", ".join(str(path) for path in reader.split_files(fold))
         raise DataError(f"fold {fold} classes {empty} of dataset {reader.name!r} have no images in {files}")
-    rng = np.random.RandomState(seed)
+    rng = hsnet_rng(seed)
     manifest = []
     for index in range(episodes):
         class_id = int(rng.choice(class_ids, 1, replace=False)[0])
@@ -115,7 +127,7 @@ def sample_numbered_episodes(reader: DatasetReader, fold: int, shot: int, seed: 
     queries = reader.split_list(split, fold)
     if not queries:
         raise DataError(f"split {split} of dataset {reader.name!r} lists no images")
-    rng = np.random.RandomState(seed)
+    rng = hsnet_rng(seed)
     manifest = []
     for index in range(episodes):
         query, class_id = queries[index % len(queries)]
@@ -143,7 +155,7 @@ def sample_round_robin_episodes(reader: DatasetReader, fold: int, shot: int, see
         names = ", ".join(reader.class_names[class_id] for class_id in empty)
         raise DataError(f"dataset {reader.name!r} has no {split} images of classes {names} (fold {fold}) under "
                         f"{reader.root}; check the layout with `fssbench data check --dataset {reader.name}`")
-    rng = np.random.RandomState(seed)
+    rng = hsnet_rng(seed)
     manifest = []
     for index in range(episodes):
         class_id = class_ids[index % len(class_ids)]

@@ -21,10 +21,9 @@ from __future__ import annotations
 import hashlib
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 from PIL import Image
 
 from fssbench.harness.cache import cache_dir
@@ -35,6 +34,9 @@ from fssbench.harness.extras import require
 from fssbench.harness.files import atomic_write, open_image
 from fssbench.protocols.hsnet import sample_round_robin_episodes
 from fssbench.protocols.safe_pickle import load_plain_pickle
+
+if TYPE_CHECKING:  # `fssbench episodes` reads the split lists without torch
+    import torch
 
 FOLDS = 10
 VAL_SPLIT = "val"

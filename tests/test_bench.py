@@ -73,3 +73,21 @@ def test_commands_that_read_lists_or_records_import_no_torch(demo_reader, tmp_pa
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "FSSBENCH_CACHE": os.environ["FSSBENCH_CACHE"]})
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_episodes_of_coco20i_read_a_cached_manifest_without_torch_or_numpy(tmp_path):
+    import pickle
+
+    lists = {class_id: [f"val2014/COCO_val2014_{class_id:06d}{n}.jpg" for n in range(3)] for class_id in range(0, 80, 4)}
+    (tmp_path / "splits" / "coco" / "val").mkdir(parents=True)
+    (tmp_path / "splits" / "coco" / "val" / "fold0.pkl").write_bytes(pickle.dumps(lists))
+    command = ["episodes", "--protocol", "coco20i-1shot", "--fold", "0", "--data-root", str(tmp_path)]
+    code = ("import sys\nfrom fssbench.cli import app\n"
+            f"try:\n    app({command!r})\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+            "print(sorted({'torch', 'numpy'} & set(sys.modules)), file=sys.stderr)\n")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "FSSBENCH_CACHE": os.environ["FSSBENCH_CACHE"]}) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr[-2000:]
+    assert runs[0].stdout == runs[1].stdout and len(runs[1].stdout.splitlines()) == 1000
+    assert runs[0].stderr.splitlines()[-1] == "['numpy']"  # the first run samples (numpy's legacy RNG)
+    assert runs[1].stderr.splitlines()[-1] == "[]"  # the second reads the cached manifest

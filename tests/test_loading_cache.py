@@ -1,12 +1,18 @@
 """The bounded decode cache: least recently used entries go first, the budget is never exceeded, an
-image decoded again equals the one that was cached, and concurrent loads of one image decode it once."""
+image decoded again equals the one that was cached, concurrent loads of one image decode it once, and
+with the uses to come announced it keeps exactly the images that will be asked for again. Label maps
+are resized by indexing exactly as torch's nearest interpolation does."""
 
 import threading
 import time
 
+import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 
-from fssbench.harness.loading import DecodeCache, EpisodeLoader, default_cache_mb
+from fssbench.harness.episodes import Episode
+from fssbench.harness.loading import DecodeCache, EpisodeLoader, default_cache_mb, resize_nearest
 
 MB = 2**20
 
@@ -104,3 +110,85 @@ def test_original_labels_count_against_the_budget(demo_reader):
 def test_default_budget_is_a_quarter_of_memory_at_most_4_gb():
     assert 0 < default_cache_mb() <= 4096
     assert EpisodeLoader.__init__.__defaults__[-1] is None  # None means the default budget
+
+
+def test_announced_uses_keep_an_image_until_its_last_use_and_never_store_single_uses():
+    cache = DecodeCache(budget_bytes=MB)
+    made = []
+
+    def get(key):
+        return cache.get(("image", key), lambda: made.append(key) or entry(10))
+
+    cache.expect([("image", "a"), ("image", "b"), ("image", "a"), ("image", "a")])
+    get("b")
+    assert len(cache) == 0  # b is used once: never stored
+    get("a")
+    assert len(cache) == 1 and cache.bytes == 10  # a is needed twice more
+    get("a")
+    assert len(cache) == 1
+    get("a")  # its last use: dropped
+    assert len(cache) == 0 and cache.bytes == 0 and made == ["b", "a"] and cache.hits == 2
+    get("c")  # never announced: kept as before (LRU)
+    assert len(cache) == 1 and made == ["b", "a", "c"]
+    cache.expect([("image", "a")])  # announced again (the next fold): counted afresh
+    get("a")
+    assert made == ["b", "a", "c", "a"] and len(cache) == 1
+
+
+def test_at_the_budget_the_entry_used_farthest_in_the_future_goes_not_the_least_recent():
+    cache = DecodeCache(budget_bytes=100)  # room for two 40-byte entries
+    made = []
+
+    def get(key):
+        return cache.get(("image", key), lambda: made.append(key) or entry(40))
+
+    cache.expect([("image", key) for key in "abaccba"])
+    for key in "abacc":
+        get(key)
+    assert made == ["a", "b", "c"] and cache.evictions == 1  # c came in: a (next use 6) went, not b (5)
+    get("b"), get("a")
+    assert made == ["a", "b", "c", "a"] and len(cache) == 0  # LRU would have evicted b and decoded it again
+
+
+def test_a_waiter_taking_the_last_use_leaves_nothing_cached():
+    cache = DecodeCache(budget_bytes=MB)
+    cache.expect([("image", "x")] * 2)
+    started, release = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(5)
+        return entry(8)
+
+    owner = threading.Thread(target=lambda: cache.get(("image", "x"), slow))
+    owner.start()
+    started.wait(5)
+    waiter = threading.Thread(target=lambda: cache.get(("image", "x"), slow))
+    waiter.start()
+    while not cache.hits:  # the waiter has taken its use and waits for the owner's decode
+        time.sleep(0.001)
+    release.set()
+    owner.join(), waiter.join()
+    assert cache.misses["image"] == 1 and len(cache) == 0 and cache.bytes == 0
+
+
+def test_a_loaded_fold_holds_only_images_still_to_be_used(demo_reader):
+    pairs = list(dict(demo_reader.split_list("val", 0)).items())  # distinct images, each with a class
+    images = [image for image, _ in pairs]
+    episodes = [Episode(index, 0, pairs[index][1], images[index], (images[index + 1],)) for index in range(5)]
+    loader = EpisodeLoader(demo_reader, 64)
+    loader.expect(episodes)
+    held = []
+    for episode in episodes:
+        loader.load(episode)
+        held.append(len(loader.cache))
+    # each episode's support is the next one's query: exactly that image is held between episodes
+    assert held == [1, 1, 1, 1, 0] and loader.decoded == 6 and loader.cache.hits == 4
+
+
+@pytest.mark.parametrize("source", [(375, 500), (480, 640), (400, 400), (200, 200), (17, 1031), (1, 3)])
+@pytest.mark.parametrize("target", [(400, 400), (473, 473), (96, 128), (1, 1)])
+def test_label_maps_resize_exactly_as_torch_nearest_interpolation(source, target):
+    label = np.random.default_rng(sum(source + target)).integers(0, 256, size=source, dtype=np.uint8)
+    expected = F.interpolate(torch.from_numpy(label).float()[None, None], target, mode="nearest")[0, 0]
+    torch.testing.assert_close(resize_nearest(label, target), expected.to(torch.int16), rtol=0, atol=0)
