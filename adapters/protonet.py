@@ -73,9 +73,13 @@ class ProtoNetAdapter(AffinityAdapter):
 
     def encode(self, batch: EpisodeBatch) -> Encoded:
         b, k = batch.support_masks.shape[:2]
-        images = torch.cat([batch.query_images, batch.support_images.flatten(0, 1)])
+        supports = batch.support_images
+        shared = b > 1 and supports.stride(0) == 0  # one support set expanded over the batch (AlignDiff's
+        # conditioning): its K images are encoded once, not once per query
+        images = torch.cat([batch.query_images, supports[0] if shared else supports.flatten(0, 1)])
         features = dense_features(self.features, images)
-        support = features[b:].view(b, k, *features.shape[1:])
+        support = (features[b:][None].expand(b, -1, -1, -1, -1) if shared
+                   else features[b:].view(b, k, *features.shape[1:]))
         return Encoded(features[:b], References.of_supports(support, batch), tuple(batch.query_images.shape[-2:]))
 
     def affinity(self, encoded: Encoded, references: References, foreground_weights: torch.Tensor | None = None,

@@ -312,6 +312,7 @@ methods.register_composition("aligndiff+", "fssbench.adapters.aligndiff.adapter:
 # Image sources of the synthesis layer (AlignDiff, Syn4Seg): name -> an ImageSource class
 sources = Registry("image source")
 sources.register("diffusers", "fssbench.adapters.synthesis.diffusers_source:DiffusersSource")
+sources.register("sd3", "fssbench.adapters.synthesis.sd3_source:SD3Source")
 sources.register("folder", "fssbench.adapters.synthesis.folder:FolderSource")
 sources.register("demo", "fssbench.protocols.demo_synthesis:DemoSource")
 

@@ -42,3 +42,30 @@ def test_protonet_is_clearly_better_than_chance_on_the_demo(cli, tmp_path):
     record = json.loads(result.stdout)
     assert record["backbone"] == "efficientnet-lite0"
     assert record["results"][0]["metrics"]["miou"] > 25  # predicting all foreground or all background stays below 20
+
+
+def test_a_support_set_shared_by_the_batch_is_encoded_once_with_the_same_prediction():
+    from fssbench.adapters.protonet import ProtoNetAdapter
+    from fssbench.harness.contract import EpisodeBatch, SetupContext
+    from fssbench.harness.episodes import Episode
+
+    adapter = ProtoNetAdapter({}, "efficientnet-lite0")
+    adapter.setup(SetupContext(device=torch.device("cpu"), weights={}, random_init=True, shot=2, resolution=64,
+                               seed=0, class_names=["thing"]))
+    generator = torch.Generator().manual_seed(0)
+    queries, supports = torch.rand(3, 3, 64, 64, generator=generator), torch.rand(2, 3, 64, 64, generator=generator)
+    masks = (torch.rand(2, 64, 64, generator=generator) > 0.5).float()
+
+    def batch(support_images, support_masks):
+        return EpisodeBatch(episodes=[Episode(i, 0, 0, f"q{i}", ("a", "b")) for i in range(3)], query_images=queries,
+                            support_images=support_images, support_masks=support_masks,
+                            support_labelled=torch.ones(3, 2, 64, 64), support_annotation="mask",
+                            class_names=["thing"] * 3)
+
+    encoded = []
+    forward = adapter.features.forward
+    adapter.features.forward = lambda images: encoded.append(len(images)) or forward(images)
+    shared = adapter.predict(batch(supports[None].expand(3, -1, -1, -1, -1), masks[None].expand(3, -1, -1, -1)))
+    copied = adapter.predict(batch(supports[None].repeat(3, 1, 1, 1, 1), masks[None].repeat(3, 1, 1, 1)))
+    assert encoded == [3 + 2, 3 + 3 * 2]
+    torch.testing.assert_close(shared, copied, rtol=1e-5, atol=1e-5)

@@ -35,7 +35,7 @@ import torch
 
 from fssbench import registry
 from fssbench.adapters.aligndiff.algorithm import align_masks
-from fssbench.adapters.aligndiff.synthesizer import Synthesizer, to_resolution
+from fssbench.adapters.aligndiff.synthesizer import Synthesizer, check_source, to_resolution
 from fssbench.harness.contract import EpisodeBatch, FssAdapter, OptionValue, SetupContext, WeightSpec
 from fssbench.harness.errors import UsageError
 from fssbench.harness.image_sources import SourceSettings
@@ -97,6 +97,7 @@ class AlignDiffAdapter(FssAdapter):
         n = int(self.options["n_samples"])
         if n < 0:
             raise UsageError(f"--option n_samples={n}: must be >= 0")
+        check_source(self.options)  # before the base or the source loads anything
         base_weights = {spec.name for spec in self.base_method.weights}
         self.base.setup(replace(context, shot=context.shot + n,
                                 weights={k: v for k, v in context.weights.items() if k in base_weights}))

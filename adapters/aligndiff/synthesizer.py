@@ -35,13 +35,23 @@ def class_words(class_name: str) -> str:
     return class_name.replace("_", " ")
 
 
+def check_source(options: dict[str, Any]) -> type[ImageSource]:
+    """The run's image source class, refused (before anything is loaded) when it lacks what AlignDiff needs."""
+    source = registry.sources.get(str(options["source"]))
+    if not source.gives_coarse_masks:
+        raise UsageError(f"the {source.name} image source gives no coarse masks, and AlignDiff starts every synthetic "
+                         "sample from its coarse mask (the class words' cross-attention): use --option "
+                         "source=diffusers (Stable Diffusion 1.x/2.x), folder (with <class>/coarse/) or demo")
+    if options["textual_inversion"] and not source.takes_embeddings:
+        raise UsageError(f"the {source.name} image source cannot condition on a learned embedding: "
+                         "add --option textual_inversion=false (plain class prompts) or use the diffusers source")
+    return source
+
+
 class Synthesizer:
     def __init__(self, options: dict[str, Any], settings: SourceSettings, store: SyntheticStore | None = None) -> None:
         self.options = options
-        self.source: ImageSource = registry.sources.get(str(options["source"])).open(settings)
-        if options["textual_inversion"] and not self.source.takes_embeddings:
-            raise UsageError(f"the {self.source.name} image source cannot condition on a learned embedding: "
-                             "add --option textual_inversion=false (plain class prompts) or use the diffusers source")
+        self.source: ImageSource = check_source(options).open(settings)
         self.store = store or SyntheticStore()
         self.seed = settings.settings.get("seed", 0)
         self.cost = SynthesisCost()

@@ -74,9 +74,10 @@ class Syn4SegAdapter(GfssAdapter):
         WeightSpec("backbone", "the --backbone's weights file or folder (none for efficientnet-lite*)",
                    "`fssbench list backbones`", required=False),
         WeightSpec("sam", "SAM ViT-H's sam_vit_h_4b8939.pth, for SABR", SAM_SOURCE, required=False),
-        WeightSpec("sd", "a Stable Diffusion 1.x/2.x folder in diffusers layout, for --option source=diffusers and "
-                   "prompt deduplication", "https://huggingface.co/stabilityai/stable-diffusion-2-1 (save_pretrained)",
-                   required=False),
+        WeightSpec("sd", "a Stable Diffusion folder in diffusers layout: SD 3.5 for --option source=sd3 (the paper's "
+                   "SD 3.5-Large), SD 1.x/2.x for --option source=diffusers; also read for prompt deduplication",
+                   "https://huggingface.co/stabilityai/stable-diffusion-3.5-large or "
+                   "https://huggingface.co/stabilityai/stable-diffusion-2-1 (save_pretrained)", required=False),
         WeightSpec("images", "a folder of generated images per class (<class>/<name>.png), for --option source=folder",
                    "images you generated elsewhere", required=False),
         WeightSpec("prompts", "a prompt file (one prompt per line, {name} for the class) replacing the templates",

@@ -18,8 +18,9 @@ with random weights for timing; `sd_config=tiny` a small UNet/VAE/CLIP at 128x12
 character-level tokenizer (the byte alphabet of CLIP's BPE, no merges), since CLIP's vocabulary is part of
 the weights; the full config keeps CLIP's 49408-row embedding.
 
-Not supported: Stable Diffusion 3.x (an MMDiT transformer with joint attention and three text encoders):
-a folder whose model_index.json names a StableDiffusion3Pipeline is refused, naming what this source takes.
+Stable Diffusion 3.x (an MMDiT transformer with joint attention and three text encoders) is the `sd3`
+source's (fssbench.adapters.synthesis.sd3_source): a folder whose model_index.json names a
+StableDiffusion3Pipeline is refused here, naming `--option source=sd3`.
 """
 
 from __future__ import annotations
@@ -148,10 +149,15 @@ def random_model(config: str, seed: int, device: torch.device) -> StableDiffusio
 def check_layout(folder: Path) -> None:
     if not folder.is_dir():
         raise UsageError(f"--weights sd={folder}: no such folder; expected {SD_LAYOUT}")
+    index = folder / "model_index.json"
+    pipeline = json.loads(index.read_text()).get("_class_name", "") if index.is_file() else ""
+    if pipeline.startswith("StableDiffusion3"):  # before the parts: an SD 3.x folder has no unet/
+        raise UsageError(f"--weights sd={folder} holds a {pipeline}: use the sd3 image source for it "
+                         f"(--option source=sd3); the diffusers image source takes Stable Diffusion 1.x/2.x "
+                         f"({SD_LAYOUT})")
     missing = [part for part in SD_PARTS if not (folder / part).exists()]
     if missing:
         raise UsageError(f"--weights sd={folder} lacks {', '.join(missing)}; expected {SD_LAYOUT}")
-    pipeline = json.loads((folder / "model_index.json").read_text()).get("_class_name", "")
     if "3" in pipeline or "XL" in pipeline or "Flux" in pipeline:
         raise UsageError(f"--weights sd={folder} holds a {pipeline}; the diffusers image source takes "
                          f"Stable Diffusion 1.x/2.x ({SD_LAYOUT})")
