@@ -13,6 +13,7 @@ bit-identical to one uninterrupted run. Per-episode records are kept for bootstr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from typing import TYPE_CHECKING
@@ -52,17 +53,25 @@ class EpisodeScore:
 
 
 def episode_counts(prediction: torch.Tensor, truth: torch.Tensor, ignore: torch.Tensor | None):
-    """(inter_bg, inter_fg), (union_bg, union_fg) of boolean masks, ignored pixels removed."""
-    import torch
+    """(inter_bg, inter_fg), (union_bg, union_fg) of boolean masks, ignored pixels removed.
 
-    valid = ~ignore if ignore is not None else torch.ones_like(truth)
-    pred_fg, true_fg = prediction & valid, truth & valid
-    pred_bg, true_bg = ~prediction & valid, ~truth & valid
-    counts = torch.stack([
-        (pred_bg & true_bg).sum(), (pred_fg & true_fg).sum(),
-        (pred_bg | true_bg).sum(), (pred_fg | true_fg).sum(),
-    ]).tolist()
-    return (counts[0], counts[1]), (counts[2], counts[3])
+    From four pixel counts (valid, P, G, P & G): background is the complement of foreground among the
+    valid pixels, so inter_bg = valid - |P | G| and union_bg = valid - |P & G|. Counted with numpy on the
+    CPU (a few bit counts, off torch's thread pool), with torch on other devices."""
+    on_cpu = prediction.device.type == "cpu"
+    if on_cpu:
+        prediction, truth = prediction.numpy(), truth.numpy()
+        ignore = None if ignore is None else ignore.cpu().numpy()
+
+    def count(mask) -> int:
+        return int(np.count_nonzero(mask) if on_cpu else mask.count_nonzero())
+    valid = math.prod(truth.shape)
+    if ignore is not None:
+        kept = ~ignore
+        prediction, truth, valid = prediction & kept, truth & kept, count(kept)
+    inter_fg = count(prediction & truth)
+    union_fg = count(prediction) + count(truth) - inter_fg
+    return (valid - union_fg, inter_fg), (valid - inter_fg, union_fg)
 
 
 @dataclass

@@ -118,3 +118,15 @@ def test_per_shot_predictions_are_voted_at_the_original_size_as_hsnet_does():
     voted_first = torch.nn.functional.interpolate(vote_merge(shots > 0.5)[None, None], (9, 9), mode="bilinear",
                                                   align_corners=True)[0, 0] > 0.5
     assert not voted_first.any()  # what voting at the evaluation size then upsampling gave: no foreground
+
+
+@pytest.mark.parametrize("with_ignore", [False, True])
+def test_counts_equal_the_definition_on_random_masks_and_views_as_python_ints(with_ignore):
+    generator = torch.Generator().manual_seed(3)
+    prediction, truth, ignore = (torch.rand(3, 37, 41, generator=generator) > level for level in (0.5, 0.6, 0.9))
+    prediction, truth, ignore = prediction[1, :, 3:].t(), truth[1, :, 3:].t(), ignore[1, :, 3:].t()  # strided views
+    valid = ~ignore if with_ignore else torch.ones_like(truth)
+    expected = ((int((~prediction & ~truth & valid).sum()), int((prediction & truth & valid).sum())),
+                (int(((~prediction | ~truth) & valid).sum()), int(((prediction | truth) & valid).sum())))
+    counts = episode_counts(prediction, truth, ignore if with_ignore else None)
+    assert counts == expected and all(type(value) is int for pair in counts for value in pair)
