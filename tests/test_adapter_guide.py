@@ -92,4 +92,4 @@ def test_the_example_predicts_probabilities_of_the_evaluation_size(space):
                          support_annotation="mask", class_names=["red"])
     prediction = adapter.predict(batch)
     assert prediction.shape == (1, 8, 8)
-    assert torch.equal(prediction[0] > 0.5, query[0] > 0.5)  # exactly the red pixels are foreground
+    torch.testing.assert_close(prediction[0] > 0.5, query[0] > 0.5, rtol=0, atol=0)  # exactly the red pixels are foreground

@@ -92,11 +92,11 @@ def test_textual_inversion_trains_only_the_v_star_row():
     changed = (after != start).any(dim=1).nonzero().flatten().tolist()
     assert changed == [model.placeholder_id]
     for name, p in (*model.unet.named_parameters(), *model.vae.named_parameters()):
-        assert torch.equal(p, frozen[name]), name
+        torch.testing.assert_close(p, frozen[name], rtol=0, atol=0, msg=name)
     for name, p in model.text_encoder.named_parameters():
         if "token_embedding" not in name:
-            assert torch.equal(p, text[name]), name
-    assert torch.equal(inversion.result(), after[model.placeholder_id])
+            torch.testing.assert_close(p, text[name], rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(inversion.result(), after[model.placeholder_id], rtol=0, atol=0)
 
 
 def run_eval(cli, out: Path, *options: str, method: str = "aligndiff+protonet", extra: tuple[str, ...] = ()):
