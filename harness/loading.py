@@ -13,6 +13,7 @@ also kept at its original size for scoring.
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import threading
 from collections import Counter, OrderedDict, deque
@@ -46,6 +47,7 @@ class LoadedEpisode:
 
 
 Decoded = TypeVar("Decoded")
+Tensors = tuple[torch.Tensor | None, ...]
 
 
 def read_image(path: Path, then: Callable[[Image.Image], Decoded] = Image.Image.copy) -> Decoded:
@@ -69,10 +71,36 @@ def nearest_indices(source: int, target: int) -> np.ndarray:
 
 
 def resize_nearest(label: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """A label or instance map [H, W] at `size`, as int16, equal to torch's nearest interpolation."""
+    """A label or instance map [H, W] at `size`, equal to torch's nearest interpolation: uint8 if the map
+    is (most label files; half the bytes to keep), else int16."""
     label = np.asarray(label)
     rows, columns = nearest_indices(label.shape[0], size[0]), nearest_indices(label.shape[1], size[1])
-    return torch.from_numpy(label[rows][:, columns].astype(np.int16))  # rows first: whole-row copies
+    resized = label[rows][:, columns]  # rows first: whole-row copies
+    return torch.from_numpy(resized if resized.dtype == np.uint8 else resized.astype(np.int16))
+
+
+OWN_MAPPING_BYTES = 1 << 18  # cache entries at least this large get their own memory mapping
+
+
+def kept_apart(tensors: Tensors) -> Tensors:
+    """Copies of an entry's tensors in one anonymous memory mapping of their own, returned to the system
+    when the entry is freed. Kept in the heap among the loop's short-lived buffers, long-lived entries
+    pin the freed space around them (glibc keeps it): 160 MB more peak RSS at COCO-like 5-shot. Small
+    entries, systems without anonymous mappings and a refused mapping keep the tensors as they are."""
+    present = [tensor for tensor in tensors if tensor is not None]
+    offsets, total = [], 0
+    for tensor in present:
+        offsets.append(total)
+        total += -(-tensor.numel() * tensor.element_size() // 64) * 64  # each 64-byte aligned
+    if total < OWN_MAPPING_BYTES or not hasattr(mmap, "MAP_ANONYMOUS"):  # Windows has none
+        return tensors
+    try:
+        mapping = mmap.mmap(-1, total, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except OSError:  # e.g. the process's mapping count limit
+        return tensors
+    copies = iter([torch.frombuffer(mapping, dtype=tensor.dtype, count=tensor.numel(), offset=offset)
+                   .view(tensor.shape).copy_(tensor) for tensor, offset in zip(present, offsets)])
+    return tuple(None if tensor is None else next(copies) for tensor in tensors)
 
 
 PADDING = -1  # label value of the canvas outside the image in "pad" mode
@@ -94,9 +122,6 @@ def default_cache_mb() -> int:
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): the cap
         return 4096
     return int(min(memory_mb // 4, 4096))
-
-
-Tensors = tuple[torch.Tensor | None, ...]
 
 
 class DecodeCache:
@@ -171,10 +196,15 @@ class DecodeCache:
     def _put(self, key: tuple[str, str], value: Tensors) -> None:
         size = sum(tensor.numel() * tensor.element_size() for tensor in value if tensor is not None)
         with self._lock:
-            del self._pending[key]
             if size > self.budget_bytes or self._exhausted(key):
+                del self._pending[key]
                 return
-            self._entries[key] = (value, size)
+        kept = kept_apart(value)  # outside the lock: the other loading threads go on meanwhile
+        with self._lock:
+            del self._pending[key]
+            if self._exhausted(key):  # a waiter took its last use meanwhile
+                return
+            self._entries[key] = (kept, size)
             self.bytes += size
             while self.bytes > self.budget_bytes:  # the farthest next use goes (first of equals: the LRU)
                 self._remove(max(self._entries, key=self._next_use))
@@ -217,8 +247,10 @@ class EpisodeLoader:
 
     def decoded_image(self, image_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Image [3, S, S] uint8, label map [S, S] int16, and in original-resolution mode the label map at
-        its original size."""
-        return self.cache.get(("image", image_id), lambda: self._decode(image_id))
+        its original size. (The cache keeps uint8 label maps as uint8; they widen here, where class ids
+        above 255 would otherwise wrap when compared.)"""
+        image, label, original = self.cache.get(("image", image_id), lambda: self._decode(image_id))
+        return image, label.to(torch.int16), original
 
     def _decode(self, image_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         image_path = self.reader.image_path(image_id)
@@ -268,7 +300,7 @@ class EpisodeLoader:
         return label == PADDING if ignore is None else ignore | (label == PADDING)
 
     def instances(self, image_id: str) -> torch.Tensor:
-        return self.cache.get(("instances", image_id), lambda: (self._decode_instances(image_id),))[0]
+        return self.cache.get(("instances", image_id), lambda: (self._decode_instances(image_id),))[0].to(torch.int16)
 
     def _decode_instances(self, image_id: str) -> torch.Tensor:
         path = self.reader.instance_path(image_id)

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from fssbench.harness.hsnet_loop import classify_prediction
+from fssbench.harness.hsnet_loop import EpisodeDataset, classify_prediction
 from fssbench.harness.metrics import episode_counts
 
 
@@ -23,6 +23,9 @@ def test_hsnet_histc_areas_equal_fssbench_counts():
     truth[0, :5] = False  # HSNet asserts ignored pixels are not foreground
     inter, union = classify_prediction(prediction.float(), {"query_mask": truth.float(), "query_ignore_idx": ignore})
     counts = episode_counts(prediction[0], truth[0], ignore[0].bool())
+    assert [inter[:, 0].tolist(), union[:, 0].tolist()] == [list(counts[0]), list(counts[1])]
+    inter, union = classify_prediction(prediction.float(), {"query_mask": truth.float()})  # COCO: no ignore
+    counts = episode_counts(prediction[0], truth[0], None)
     assert [inter[:, 0].tolist(), union[:, 0].tolist()] == [list(counts[0]), list(counts[1])]
 
 
@@ -38,6 +41,16 @@ def test_coco_like_fixture_has_the_published_list_shape(isolated_cache):
     manifest = build_manifest(spec, reader, registry.samplers.get("hsnet-coco"), 0, spec.seed, None).head(3)
     for episode in manifest.episodes:
         assert reader.image_path(episode.query).is_file() and reader.label_path(episode.supports[0]).is_file()
+    # HSNet's COCO reader has no ignore boundary (its PASCAL reader does: the demo's layout)
+    assert "query_ignore_idx" not in EpisodeDataset(reader, list(manifest.episodes), 32)[0]
+
+
+def test_hsnet_style_pascal_episodes_carry_the_ignore_boundary(demo_reader):
+    from fssbench.harness.episodes import Episode
+
+    [(query, class_id), (support, _)] = demo_reader.split_list("val", 0)[:2]
+    item = EpisodeDataset(demo_reader, [Episode(0, 0, class_id, query, (support,))], 32)[0]
+    assert item["query_ignore_idx"].shape == item["query_mask"].shape == (32, 32)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from fssbench.harness.episodes import Episode
-from fssbench.harness.loading import DecodeCache, EpisodeLoader, default_cache_mb, resize_nearest
+from fssbench.harness.loading import DecodeCache, EpisodeLoader, default_cache_mb, kept_apart, resize_nearest
 
 MB = 2**20
 
@@ -85,18 +85,19 @@ def test_a_failed_decode_is_not_cached_and_raises_for_every_waiter():
 
 def test_loader_stays_within_its_budget_and_re_decodes_identically(demo_reader):
     ids = list(dict.fromkeys(image for image, _ in demo_reader.split_list("val", 0)))[:6]
-    per_image = 3 * 400 * 400 + 2 * 400 * 400  # uint8 RGB + int16 labels at 400x400
-    loader = EpisodeLoader(demo_reader, 400, cache_mb=2)  # room for two images
+    per_image = 3 * 400 * 400 + 400 * 400  # uint8 RGB + the label map kept as uint8 at 400x400
+    loader = EpisodeLoader(demo_reader, 400, cache_mb=2)  # room for three images
     first = loader.image_and_label(ids[0])
+    assert first[1].dtype == torch.int16  # handed out widened
     for image_id in ids[1:]:
         loader.image_and_label(image_id)
-    assert loader.decoded == 6 and len(loader.cache) == 2 == (2 * MB) // per_image
-    assert loader.cache.evictions == 4 and loader.cache.peak_bytes <= 2 * MB
+    assert loader.decoded == 6 and len(loader.cache) == 3 == (2 * MB) // per_image
+    assert loader.cache.evictions == 3 and loader.cache.peak_bytes <= 2 * MB
     again = loader.image_and_label(ids[0])  # evicted: decoded again, to the same tensors
     assert loader.decoded == 7 and again is not first
     assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
-    assert loader.cache_statistics() == {"cache_budget_mb": 2, "cache_peak_mb": 2 * per_image / MB,
-                                         "cache_hits": 0, "cache_evictions": 5}
+    assert loader.cache_statistics() == {"cache_budget_mb": 2, "cache_peak_mb": 3 * per_image / MB,
+                                         "cache_hits": 0, "cache_evictions": 4}
 
 
 def test_original_labels_count_against_the_budget(demo_reader):
@@ -104,7 +105,32 @@ def test_original_labels_count_against_the_budget(demo_reader):
     loader = EpisodeLoader(demo_reader, 400, original_resolution=True)
     _, _, original = loader.decoded_image(image_id)
     assert original.dtype == torch.int16
-    assert loader.cache.bytes == 5 * 400 * 400 + 2 * original.numel()
+    assert loader.cache.bytes == 4 * 400 * 400 + 2 * original.numel()
+
+
+def test_large_entries_are_kept_in_a_mapping_of_their_own_with_equal_values():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 400, 400), dtype=torch.uint8, generator=generator)
+    label = torch.randint(-1, 300, (400, 400), dtype=torch.int16, generator=generator)
+    kept = kept_apart((image, label, None))
+    assert kept[2] is None
+    for copy, tensor in zip(kept, (image, label)):
+        torch.testing.assert_close(copy, tensor, rtol=0, atol=0)  # same dtype, shape and values
+        assert copy.data_ptr() != tensor.data_ptr()
+    # one mapping for the entry, each tensor 64-byte aligned, apart from the heap's buffers
+    assert kept[1].data_ptr() - kept[0].data_ptr() == image.numel() and kept[0].data_ptr() % 64 == 0
+    small = (torch.zeros(8, 8, dtype=torch.uint8),)
+    assert kept_apart(small) is small  # small entries stay as they are
+
+
+def test_cache_hands_out_what_it_decoded_and_keeps_an_equal_copy():
+    cache = DecodeCache(budget_bytes=10 * MB)
+    cache.expect([("image", "a"), ("image", "a")])
+    decoded = (torch.arange(3 * 400 * 400, dtype=torch.int32).to(torch.uint8).view(3, 400, 400),)
+    first = cache.get(("image", "a"), lambda: decoded)
+    second = cache.get(("image", "a"), lambda: pytest.fail("decoded twice"))
+    assert first is decoded and second[0].data_ptr() != decoded[0].data_ptr()
+    torch.testing.assert_close(second[0], decoded[0], rtol=0, atol=0)
 
 
 def test_default_budget_is_a_quarter_of_memory_at_most_4_gb():
@@ -188,7 +214,9 @@ def test_a_loaded_fold_holds_only_images_still_to_be_used(demo_reader):
 
 @pytest.mark.parametrize("source", [(375, 500), (480, 640), (400, 400), (200, 200), (17, 1031), (1, 3)])
 @pytest.mark.parametrize("target", [(400, 400), (473, 473), (96, 128), (1, 1)])
-def test_label_maps_resize_exactly_as_torch_nearest_interpolation(source, target):
-    label = np.random.default_rng(sum(source + target)).integers(0, 256, size=source, dtype=np.uint8)
-    expected = F.interpolate(torch.from_numpy(label).float()[None, None], target, mode="nearest")[0, 0]
-    torch.testing.assert_close(resize_nearest(label, target), expected.to(torch.int16), rtol=0, atol=0)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_label_maps_resize_exactly_as_torch_nearest_interpolation(source, target, dtype):
+    label = np.random.default_rng(sum(source + target)).integers(0, 1204, size=source).astype(dtype)
+    expected = F.interpolate(torch.from_numpy(label.astype(np.float32))[None, None], target, mode="nearest")[0, 0]
+    kept = torch.uint8 if dtype == np.uint8 else torch.int16  # uint8 maps stay uint8, wider ones become int16
+    torch.testing.assert_close(resize_nearest(label, target), expected.to(kept), rtol=0, atol=0)
