@@ -56,43 +56,32 @@ def upsample_prediction(prediction: torch.Tensor, size: tuple[int, int], padded:
     return upsampled[0, 0, :height, :width] > 0.5
 
 
-def stage_batch(loaded: list[LoadedEpisode], device: torch.device, with_truth: bool) -> dict[str, torch.Tensor | None]:
-    """The batch's uint8 images and boolean masks, stacked on `device` (from pinned memory, without
-    blocking, to CUDA): what a loading thread prepares, a quarter of the bytes of the float batch."""
+def make_batch(episodes: list[Episode], loaded: list[LoadedEpisode], class_names: list[str],
+               device: torch.device, with_truth: bool, support_annotation: str = "mask") -> EpisodeBatch:
+    """The batch on `device`: uint8 images and boolean masks travel as they are (from pinned memory,
+    without blocking, to CUDA) and become float32 there."""
     def on_device(tensors: list[torch.Tensor]) -> torch.Tensor:
         stacked = torch.stack(tensors)
         if device.type == "cuda":
             return stacked.pin_memory().to(device, non_blocking=True)
         return stacked.to(device)
 
-    return {"query_images": on_device([item.query_image for item in loaded]),
-            "support_images": on_device([item.support_images for item in loaded]),
-            "support_masks": on_device([item.support_masks for item in loaded]),
-            "support_labelled": on_device([item.support_labelled for item in loaded]),
-            "query_masks": on_device([item.query_mask for item in loaded]) if with_truth else None}
+    def images(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return on_device(tensors).float().div_(255)
 
+    def masks(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return on_device(tensors).float()
 
-def batch_from(episodes: list[Episode], staged: dict[str, torch.Tensor | None], class_names: list[str],
-               support_annotation: str = "mask") -> EpisodeBatch:
-    """The adapter's batch from a staged one: images float32 in [0, 1], masks float32, converted where
-    the tensors are (on CUDA, on the device)."""
-    query_masks = staged["query_masks"]
     return EpisodeBatch(
         episodes=episodes,
-        query_images=staged["query_images"].float().div_(255),
-        support_images=staged["support_images"].float().div_(255),
-        support_masks=staged["support_masks"].float(),
-        support_labelled=staged["support_labelled"].float(),
+        query_images=images([item.query_image for item in loaded]),
+        support_images=images([item.support_images for item in loaded]),
+        support_masks=masks([item.support_masks for item in loaded]),
+        support_labelled=masks([item.support_labelled for item in loaded]),
         support_annotation=support_annotation,
         class_names=[class_names[episode.class_id] for episode in episodes],
-        query_masks=query_masks.float() if query_masks is not None else None,
+        query_masks=masks([item.query_mask for item in loaded]) if with_truth else None,
     )
-
-
-def make_batch(episodes: list[Episode], loaded: list[LoadedEpisode], class_names: list[str],
-               device: torch.device, with_truth: bool, support_annotation: str = "mask") -> EpisodeBatch:
-    """The adapter's batch of loaded episodes on `device` (staged, then converted)."""
-    return batch_from(episodes, stage_batch(loaded, device, with_truth), class_names, support_annotation)
 
 
 def load_episode(loader: EpisodeLoader, episode: Episode) -> LoadedEpisode:
@@ -145,15 +134,11 @@ class FssFoldRun(FoldRun):
     def expect(self, episodes: list[Episode]) -> None:
         self.context.loader.expect(episodes)
 
-    def load(self, episodes: list[Episode]) -> tuple[list[Episode], list[LoadedEpisode], dict]:
+    def load(self, episodes: list[Episode]) -> tuple[list[LoadedEpisode], EpisodeBatch]:
         context = self.context
         loaded = [load_episode(context.loader, episode) for episode in episodes]
-        return episodes, loaded, stage_batch(loaded, context.device, context.adapter.needs_query_ground_truth)
-
-    def ready(self, inputs: tuple[list[Episode], list[LoadedEpisode], dict]) -> tuple[list[LoadedEpisode], EpisodeBatch]:
-        episodes, loaded, staged = inputs
-        context = self.context
-        return loaded, batch_from(episodes, staged, context.reader.class_names, context.loader.support)
+        return loaded, make_batch(episodes, loaded, context.reader.class_names, context.device,
+                                  context.adapter.needs_query_ground_truth, context.loader.support)
 
     def call(self, inputs: tuple[list[LoadedEpisode], EpisodeBatch]) -> Any:
         return self.context.adapter.predict(inputs[1])

@@ -107,11 +107,7 @@ class GfssFoldRun(FoldRun):
         loader, device = self.context.loader, self.context.device
         decoded = [_decoded(loader, image, f"run {run}, query {index}") for run, index, image in queries]
         truth = torch.stack([label_indices(loader, label, self.space) for _, label in decoded]).to(device)
-        return torch.stack([image for image, _ in decoded]).to(device), truth  # uint8 images
-
-    def ready(self, loaded: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, truth = loaded
-        return images.float().div_(255), truth
+        return torch.stack([image for image, _ in decoded]).to(device).float().div_(255), truth
 
     def call(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> object:
         images, truth = inputs

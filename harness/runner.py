@@ -52,7 +52,7 @@ def run_fold(fold: int, run: FoldRun, journal: Journal, device: torch.device, ba
         with Prefetcher(run.load, prefetch) as prefetcher:  # per group: loads start after its preparation
             for chunk, loaded in prefetcher.over(chunks):
                 started = now()
-                inputs = run.ready(loaded())
+                inputs = loaded()
                 synchronize(device)
                 loaded_at = now()
                 with torch.inference_mode():

@@ -79,9 +79,6 @@ class ShardedFoldRun(FoldRun):
     def load(self, units: list[Any]) -> Any:
         return self.run.load(units)
 
-    def ready(self, loaded: Any) -> Any:
-        return self.run.ready(loaded)
-
     def call(self, inputs: Any) -> Any:
         return self.run.call(inputs)
 

@@ -63,14 +63,7 @@ class FoldRun(ABC):
 
     @abstractmethod
     def load(self, units: list[Any]) -> Any:
-        """The batch's inputs on the device, as compact as they come (timed as data loading; runs on a
-        loading thread while earlier batches are called)."""
-
-    def ready(self, loaded: Any) -> Any:
-        """`load`'s result made ready for the call, on the loop's thread (timed as data loading): where
-        large buffers such as float copies are made, so that batches waiting in the prefetch queue stay
-        small and the loading threads' heaps do not grow with buffers freed elsewhere."""
-        return loaded
+        """The batch's inputs on the device (timed as data loading)."""
 
     @abstractmethod
     def call(self, inputs: Any) -> Any:

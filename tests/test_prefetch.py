@@ -89,38 +89,3 @@ def test_prefetching_journals_exactly_what_the_synchronous_loop_does(protocol, t
     assert synchronous.loading.prefetch == 0 and prefetched.loading.prefetch == 3
     assert prefetched.loading.cache_budget_mb == 1 and prefetched.loading.cache_evictions > 0
     assert prefetched.timing.images_decoded > synchronous.timing.images_decoded
-
-
-class DtypeRecording(SupportAware):
-    """SupportAware, recording the dtypes of the batches it is given."""
-
-    given: list[set[torch.dtype]] = []
-
-    def predict(self, batch):
-        self.given.append({batch.query_images.dtype, batch.support_images.dtype, batch.support_masks.dtype,
-                           batch.support_labelled.dtype})
-        return super().predict(batch)
-
-
-def test_queued_batches_stay_uint8_and_the_adapter_gets_float32(tmp_path, monkeypatch):
-    from fssbench.harness import fss
-
-    staged = []
-    load = fss.FssFoldRun.load
-
-    def recording_load(self, episodes):
-        inputs = load(self, episodes)
-        staged.append({name: tensor.dtype for name, tensor in inputs[2].items() if tensor is not None})
-        return inputs
-
-    monkeypatch.setattr(fss.FssFoldRun, "load", recording_load)
-    monkeypatch.setattr(DtypeRecording, "given", [])
-    registry.methods.register("test-DtypeRecording", "test_prefetch:DtypeRecording", "test adapter")
-    request = EvalRequest(method="test-DtypeRecording", protocol="demo-1shot", fold="0", episodes=3, device="cpu",
-                          out=tmp_path)
-    request.prefetch = 2
-    evaluate(request)
-    assert len(staged) == 3 and all(dtypes == {"query_images": torch.uint8, "support_images": torch.uint8,
-                                               "support_masks": torch.bool, "support_labelled": torch.bool}
-                                    for dtypes in staged)
-    assert len(DtypeRecording.given) == 3 and all(dtypes == {torch.float32} for dtypes in DtypeRecording.given)
