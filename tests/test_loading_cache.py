@@ -100,6 +100,20 @@ def test_loader_stays_within_its_budget_and_re_decodes_identically(demo_reader):
                                          "cache_hits": 0, "cache_evictions": 4}
 
 
+@pytest.mark.parametrize("size", [400, 473, 64])
+def test_images_are_pils_bilinear_resize_exactly(demo_reader, size):
+    """HSNet's torchvision Resize on a PIL image is PIL's bilinear resize: the loader's uint8 [3, S, S]
+    must hold the same values (it copies them out of PIL another way)."""
+    from PIL import Image
+
+    image_id = demo_reader.split_list("val", 0)[0][0]
+    with Image.open(demo_reader.image_path(image_id)) as image:
+        expected = np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
+    image, _ = EpisodeLoader(demo_reader, size).image_and_label(image_id)
+    assert image.dtype == torch.uint8
+    torch.testing.assert_close(image, torch.from_numpy(expected.copy()), rtol=0, atol=0)
+
+
 def test_original_labels_count_against_the_budget(demo_reader):
     image_id = demo_reader.split_list("val", 0)[0][0]
     loader = EpisodeLoader(demo_reader, 400, original_resolution=True)
