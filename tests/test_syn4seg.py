@@ -69,12 +69,14 @@ def test_apf_off_leaves_the_raw_labels_and_apf_on_frees_the_spurious_region(tmp_
     raw, features, image = spurious_case()
     off = stub_labeller(tmp_path / "off", {"apf": False, "apr": False, "sabr": False}, raw, features)
     masks = off.stage_masks(image)
-    assert list(masks) == ["raw"] and torch.equal(masks["raw"], raw)
+    assert list(masks) == ["raw"]
+    torch.testing.assert_close(masks["raw"], raw, rtol=0, atol=0)
     on = stub_labeller(tmp_path / "on", {"apr": False, "sabr": False}, raw, features)
     masks = on.stage_masks(image)
     expected = raw.clone()
     expected[:, 6:] = FREE
-    assert list(masks) == ["raw", "apf"] and torch.equal(masks["apf"], expected)
+    assert list(masks) == ["raw", "apf"]
+    torch.testing.assert_close(masks["apf"], expected, rtol=0, atol=0)
     # quality against the truth (left half): raw IoU 16/48, after APF 16/32
     assert on.quality.miou("raw") == pytest.approx(100 * 16 / 48) and on.quality.miou("apf") == pytest.approx(50.0)
     assert on.free_fraction["apf"] == [16, 64]
@@ -89,12 +91,12 @@ def test_apr_relabels_the_freed_pixels_near_the_prototype_and_stages_are_cached(
     masks = labeller.stage_masks(image)
     expected = raw.clone()
     expected[:, 6:] = FREE
-    assert torch.equal(masks["apf"], expected)
+    torch.testing.assert_close(masks["apf"], expected, rtol=0, atol=0)
     expected[:, 6] = 2  # adaptive prototype 0.7 [1, 0] + 0.3 [1, 0] (M1's novel pixels): column 6 only
-    assert torch.equal(masks["apr"], expected)
+    torch.testing.assert_close(masks["apr"], expected, rtol=0, atol=0)
     again = stub_labeller(tmp_path, options, raw * 0, features)
     cached = again.stage_masks(image)  # same key: read from the store, the (changed) learner is not asked
-    assert torch.equal(cached["apr"], masks["apr"])
+    torch.testing.assert_close(cached["apr"], masks["apr"], rtol=0, atol=0)
     assert again.store.counts.hits == 1 and again.store.counts.made == 0
 
 
